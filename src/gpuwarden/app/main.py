@@ -1,0 +1,74 @@
+"""Start the desktop app."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication
+
+from gpuwarden.app.bridge import EngineBridge
+from gpuwarden.app.window import MainWindow
+from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
+from gpuwarden.widgets.theme import apply_palette, pick_theme
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+
+
+def has_display() -> bool:
+    """Whether a window can be shown: a desktop session, or a Qt platform chosen by hand."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    if sys.platform != "linux":
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def no_display_fallback(options: TelemetryOptions) -> int:
+    from gpuwarden.console import render_status
+
+    print(
+        "gpuwarden: no graphical display found (DISPLAY and WAYLAND_DISPLAY are not set), "
+        "so the window cannot open.\nHere is one snapshot instead; `gpuwarden status` prints "
+        "one any time.\n",
+        file=sys.stderr,
+    )
+    sampler = build_sampler(options)
+    try:
+        print(render_status(sampler.tick()))
+    finally:
+        sampler.close()
+    return 0
+
+
+def run_gui(args: argparse.Namespace, options: TelemetryOptions) -> int:
+    if not has_display():
+        return no_display_fallback(options)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setApplicationName("gpuwarden")
+    app.setDesktopFileName("gpuwarden")
+    app.setWindowIcon(QIcon(str(RESOURCES / "gpuwarden.svg")))
+    theme = pick_theme(args.theme)
+    apply_palette(app, theme)
+    bridge = EngineBridge(lambda: build_sampler(options))
+    window = MainWindow(bridge, theme)
+    window.show()
+    bridge.start()
+    # Let Ctrl+C in the terminal close the app: Python handles signals only when it runs.
+    signal.signal(signal.SIGINT, lambda *_: app.quit())
+    signal.signal(signal.SIGTERM, lambda *_: app.quit())
+    pulse = QTimer()
+    pulse.timeout.connect(lambda: None)
+    pulse.start(250)
+    if args.quit_after:
+        QTimer.singleShot(round(args.quit_after * 1000), app.quit)
+    try:
+        return app.exec()
+    finally:
+        bridge.stop()

@@ -1,0 +1,141 @@
+"""Command line: `gpuwarden` (the window) and its sub-commands. Never imports Qt itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from gpuwarden import __version__
+from gpuwarden.console import render_status
+from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions, build_sampler, parse_simulate
+from gpuwarden.engine.telemetry.sampler import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
+from gpuwarden.engine.telemetry.scenario import ScenarioError
+
+SUBCOMMANDS = ("status",)
+EXIT_USAGE = 2
+
+
+def _simulate_arg(text: str) -> SimulateSpec:
+    try:
+        return parse_simulate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _interval_arg(text: str) -> float:
+    try:
+        return check_interval(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _add_telemetry_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """Options both before and after a sub-command. Only the top parser sets defaults, so
+    `gpuwarden --simulate status` and `gpuwarden status --simulate` mean the same."""
+    if not top:
+        p.argument_default = argparse.SUPPRESS
+    p.add_argument(
+        "--simulate", nargs="?", const=SimulateSpec(), type=_simulate_arg, metavar="N|SCENARIO",
+        help="use simulated GPU(s) instead of NVML: a count (1-8, default 1) or a scenario "
+             "TOML file (see docs/scenario.md)")
+    p.add_argument("--models-dir", action="append", type=Path, metavar="DIR",
+                   help="a folder whose free disk space to watch (repeatable); the data "
+                        "folder is always watched")
+    p.add_argument("--per-core", action="store_true", help="also read per-core CPU use")
+    p.argument_default = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpuwarden",
+        description="Live GPU and host graphs, and the models that run on them.",
+    )
+    parser.add_argument("--version", action="version", version=f"gpuwarden {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    _add_telemetry_options(parser, top=True)
+    parser.set_defaults(models_dir=[])
+    parser.add_argument(
+        "--interval", type=_interval_arg, default=1.0, metavar="SECONDS",
+        help=f"sample interval, {MIN_INTERVAL_S} to {MAX_INTERVAL_S} s (default 1)")
+    parser.add_argument("--history", type=_positive_seconds, default=3600.0, metavar="SECONDS",
+                        help="how much history to keep (default 3600 s)")
+    parser.add_argument("--theme", choices=("auto", "dark", "light"), default="auto")
+    parser.add_argument("--quit-after", type=_positive_seconds, metavar="SECONDS",
+                        help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    status = sub.add_parser("status", help="print one snapshot of the GPU(s) and host")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_telemetry_options(status, top=False)
+    return parser
+
+
+def _normalise(argv: Sequence[str]) -> list[str]:
+    """`gpuwarden --simulate status` means a bare --simulate, not a file named 'status'."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--simulate" and out[i + 1] in SUBCOMMANDS:
+            out[i] = "--simulate=1"
+    return out
+
+
+def _options(args: argparse.Namespace) -> TelemetryOptions:
+    return TelemetryOptions(
+        simulate=args.simulate,
+        interval_s=getattr(args, "interval", 1.0),
+        history_s=getattr(args, "history", 3600.0),
+        disk_paths=tuple(args.models_dir),
+        per_core=args.per_core,
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    sampler = build_sampler(_options(args))
+    try:
+        time.sleep(0.25)  # psutil measures CPU use between two reads
+        snap = sampler.tick()
+    finally:
+        sampler.close()
+    if args.json:
+        print(json.dumps({"version": __version__, **snap.to_dict()}, indent=2))
+    else:
+        print(render_status(snap))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(_normalise(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "status":
+            return cmd_status(args)
+        from gpuwarden.app.main import run_gui
+
+        return run_gui(args, _options(args))
+    except ScenarioError as exc:  # a bad scenario file: one clear line naming file and line
+        print(f"gpuwarden: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def gui_main() -> int:
+    return main()

@@ -1,0 +1,1 @@
+"""The engine: pure Python, owns all state and decisions. Never imports Qt."""

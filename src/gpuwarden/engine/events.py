@@ -1,0 +1,133 @@
+"""Frozen events: everything the UI, the journal or a log may want to know.
+
+Each event has ``ts`` (unix seconds), ``seq`` (strictly increasing per run) and a
+``type`` (a dotted name such as ``gpu.lost``). Producers build events with the
+defaults ``ts=0, seq=0``; the :class:`EventBus` stamps both when it publishes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from gpuwarden.engine.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    TYPE: ClassVar[str] = "event"
+    ts: float = 0.0
+    seq: int = 0
+
+    @property
+    def type(self) -> str:
+        return self.TYPE
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ts": self.ts, "seq": self.seq, "type": self.TYPE}
+        for f in dataclasses.fields(self):
+            if f.name not in ("ts", "seq"):
+                out[f.name] = getattr(self, f.name)
+        return out
+
+    def describe(self) -> str:
+        """One line a person can read in the event log."""
+        return self.TYPE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuUnavailable(Event):
+    """No GPU can be read at all: no NVML library, no driver, or no device."""
+
+    TYPE: ClassVar[str] = "gpu.unavailable"
+    reason: str
+    message: str
+
+    def describe(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuLost(Event):
+    """A GPU that was answering stopped answering (fell off the bus, driver gone)."""
+
+    TYPE: ClassVar[str] = "gpu.lost"
+    gpu: int
+    uuid: str = ""
+    message: str = ""
+
+    def describe(self) -> str:
+        return f"GPU {self.gpu} lost: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuRecovered(Event):
+    TYPE: ClassVar[str] = "gpu.recovered"
+    gpu: int
+    uuid: str = ""
+
+    def describe(self) -> str:
+        return f"GPU {self.gpu} is back"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeError(Event):
+    """A probe failed in a way the user should hear about (not a missing field)."""
+
+    TYPE: ClassVar[str] = "probe.error"
+    probe: str
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.probe}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScenarioStep(Event):
+    """A scenario (simulation timeline) step was applied."""
+
+    TYPE: ClassVar[str] = "scenario.step"
+    action: str
+    detail: str = ""
+
+    def describe(self) -> str:
+        return f"scenario: {self.action} {self.detail}".rstrip()
+
+
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class EventBus:
+    """Stamps events with ``ts`` and ``seq`` and hands them to every listener.
+
+    A listener that raises is logged with its traceback and does not stop the others.
+    """
+
+    clock: Clock = field(default_factory=SystemClock)
+    _seq: int = 0
+    _listeners: list[Listener] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def publish(self, event: Event) -> Event:
+        with self._lock:
+            self._seq += 1
+            stamped = dataclasses.replace(event, ts=self.clock.time(), seq=self._seq)
+        for listener in list(self._listeners):
+            try:
+                listener(stamped)
+            except Exception:
+                log.exception("event listener %r failed on %s", listener, stamped.TYPE)
+        return stamped

@@ -1,0 +1,1 @@
+"""Telemetry: GPU and host probes, snapshots, ring-buffer history, the sampler."""

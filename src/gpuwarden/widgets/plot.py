@@ -1,0 +1,115 @@
+"""One live time-series plot: curves updated in place, limit lines, a 'seconds ago' axis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+
+from gpuwarden.widgets.theme import Theme
+
+FloatArray = npt.NDArray[np.float64]
+
+WINDOWS_S: tuple[tuple[str, float], ...] = (("1 min", 60.0), ("10 min", 600.0), ("1 h", 3600.0))
+
+
+def format_ago(seconds_ago: float, spacing: float) -> str:
+    """Axis label for a time ``seconds_ago`` (<= 0) before the newest sample."""
+    ago = -seconds_ago
+    if abs(ago) < 0.5:
+        return "now"
+    if spacing < 60 and abs(ago) < 120:
+        return f"-{ago:.0f} s"
+    return f"-{ago / 60:.0f} min" if spacing >= 60 else f"-{ago / 60:.1f} min"
+
+
+class SecondsAgoAxis(pg.AxisItem):
+    def tickStrings(self, values: Sequence[float], scale: float, spacing: float) -> list[str]:
+        return [format_ago(v, spacing) for v in values]
+
+
+class LivePlot(pg.PlotWidget):
+    """A small plot for one quantity over time.
+
+    Curves and limit lines are created once and then only get new data, so a
+    redraw is cheap even with an hour of history (clip-to-view + peak downsampling).
+    """
+
+    def __init__(self, title: str, unit: str, theme: Theme,
+                 y_range: tuple[float, float] | None = None) -> None:
+        super().__init__(background=theme.background,
+                         axisItems={"bottom": SecondsAgoAxis(orientation="bottom")})
+        self._theme = theme
+        self._curves: dict[str, pg.PlotDataItem] = {}
+        self._limits: dict[str, pg.InfiniteLine] = {}
+        item = self.getPlotItem()
+        item.setTitle(title, color=theme.foreground, size="10pt")
+        item.setLabel("left", unit, color=theme.foreground)
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        item.showGrid(x=True, y=True, alpha=0.15)
+        item.hideButtons()
+        item.setMenuEnabled(False)
+        item.setMouseEnabled(x=False, y=False)
+        for axis in ("left", "bottom"):
+            item.getAxis(axis).setTextPen(theme.foreground)
+            item.getAxis(axis).setPen(theme.foreground)
+        self._legend = item.addLegend(offset=(8, 8), labelTextColor=theme.foreground)
+        if y_range is not None:
+            item.setYRange(*y_range, padding=0.02)
+        else:
+            item.enableAutoRange(axis="y")
+        self.set_window(60.0)
+
+    def add_curve(self, key: str, label: str, color: str, *, fill: bool = False) -> None:
+        pen = pg.mkPen(color=color, width=2)
+        curve = self.plot([], [], pen=pen, name=label, connect="finite")
+        if fill:
+            brush = pg.mkColor(color)
+            brush.setAlpha(50)
+            curve.setFillLevel(0)
+            curve.setBrush(brush)
+        self._curves[key] = curve
+
+    def add_limit(self, key: str, label: str, color: str) -> None:
+        line = pg.InfiniteLine(
+            angle=0, movable=False,
+            pen=pg.mkPen(color=color, width=1.5, style=Qt.PenStyle.DashLine),
+            label=label, labelOpts={"position": 0.02, "color": color, "anchors": [(0, 1), (0, 1)]},
+        )
+        line.setVisible(False)
+        self.addItem(line, ignoreBounds=False)
+        self._limits[key] = line
+
+    def set_curve(self, key: str, x: FloatArray, y: FloatArray | None) -> None:
+        curve = self._curves[key]
+        if y is None or x.shape != y.shape:
+            curve.setData([], [])
+            return
+        curve.setData(x, y, connect="finite")
+
+    def set_limit(self, key: str, value: float | None) -> None:
+        line = self._limits[key]
+        if value is None or np.isnan(value):
+            line.setVisible(False)
+            return
+        line.setValue(value)
+        line.setVisible(True)
+
+    def set_window(self, seconds: float) -> None:
+        self.getPlotItem().setXRange(-seconds, 0, padding=0)
+
+    def curve_data(self, key: str) -> tuple[FloatArray, FloatArray]:
+        """What a curve currently shows (for tests and the benchmark)."""
+        curve = self._curves[key]
+        x, y = curve.xData, curve.yData
+        if x is None or y is None:
+            return np.empty(0), np.empty(0)
+        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+    def limit_value(self, key: str) -> float | None:
+        line = self._limits[key]
+        return float(line.value()) if line.isVisible() else None

@@ -1,0 +1,76 @@
+"""Colours for the graphs, in a dark and a light variant, picked from the Qt palette."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+ThemeName = Literal["auto", "dark", "light"]
+
+
+@dataclass(frozen=True)
+class Theme:
+    dark: bool
+    background: str
+    foreground: str
+    vram: str
+    temperature: str
+    power: str
+    util: str
+    mem_util: str
+    cpu: str
+    ram: str
+    swap: str
+    limit: str  # hard limits: power limit, shutdown temperature, total memory
+    warn: str  # soft limits: slowdown temperature
+    banner_bg: str
+    banner_fg: str
+
+
+DARK = Theme(
+    dark=True, background="#1e1f22", foreground="#d7dae0",
+    vram="#4fc3f7", temperature="#ffb74d", power="#ba68c8", util="#81c784", mem_util="#4db6ac",
+    cpu="#64b5f6", ram="#f06292", swap="#a1887f", limit="#ef5350", warn="#ffca28",
+    banner_bg="#4a3b12", banner_fg="#ffe9a8",
+)
+
+LIGHT = Theme(
+    dark=False, background="#ffffff", foreground="#202124",
+    vram="#0277bd", temperature="#e65100", power="#7b1fa2", util="#2e7d32", mem_util="#00796b",
+    cpu="#1565c0", ram="#c2185b", swap="#6d4c41", limit="#c62828", warn="#f9a825",
+    banner_bg="#fff4ce", banner_fg="#4a3b12",
+)
+
+
+def pick_theme(name: ThemeName = "auto") -> Theme:
+    if name == "dark":
+        return DARK
+    if name == "light":
+        return LIGHT
+    app = QApplication.instance()
+    if isinstance(app, QApplication):
+        window = app.palette().color(QPalette.ColorRole.Window)
+        return DARK if window.lightness() < 128 else LIGHT
+    return LIGHT
+
+
+def apply_palette(app: QApplication, theme: Theme) -> None:
+    """Make the whole window follow the chosen theme, not only the graphs."""
+    palette = QPalette()
+    base = QColor(theme.background)
+    text = QColor(theme.foreground)
+    window = base.lighter(115) if theme.dark else base.darker(104)
+    for role, color in (
+        (QPalette.ColorRole.Window, window),
+        (QPalette.ColorRole.Base, base),
+        (QPalette.ColorRole.AlternateBase, window),
+        (QPalette.ColorRole.Button, window),
+        (QPalette.ColorRole.WindowText, text),
+        (QPalette.ColorRole.Text, text),
+        (QPalette.ColorRole.ButtonText, text),
+    ):
+        palette.setColor(role, color)
+    app.setPalette(palette)

@@ -1,0 +1,68 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+from gpuwarden.engine.events import Event
+from gpuwarden.engine.telemetry.probe import GpuReading
+from gpuwarden.engine.telemetry.snapshot import GpuSample, GpuSource, HostSample, Snapshot
+
+
+def gpu(index: int = 0, **fields: object) -> GpuSample:
+    base: dict[str, object] = {
+        "name": f"Test GPU {index}",
+        "uuid": f"GPU-test-{index}",
+        "memory_total_mib": 8192.0,
+        "memory_used_mib": 1024.0,
+        "memory_free_mib": 7168.0,
+        "temperature_c": 40.0,
+        "power_draw_w": 50.0,
+        "power_limit_w": 200.0,
+    }
+    base.update(fields)
+    return GpuSample(index=index, **base)  # type: ignore[arg-type]
+
+
+def snapshot(ts: float, *gpus: GpuSample, cpu_pct: float = 10.0, seq: int = 0) -> Snapshot:
+    return Snapshot(
+        ts=ts,
+        seq=seq,
+        gpu_source="simulated",
+        gpus=gpus,
+        host=HostSample(cpu_pct=cpu_pct, ram_used_mib=1000.0, ram_total_mib=4000.0),
+    )
+
+
+class ScriptedGpuProbe:
+    """A GPU probe that returns what the test queues, then repeats its last reading."""
+
+    def __init__(self, *readings: GpuReading, source: GpuSource = "simulated") -> None:
+        self.readings = list(readings) or [GpuReading(gpus=(gpu(0),))]
+        self._source: GpuSource = source
+        self.calls: list[float] = []
+        self.closed = False
+        self.fail_with: Exception | None = None
+
+    @property
+    def source(self) -> GpuSource:
+        return self._source
+
+    def sample(self, now: float) -> GpuReading:
+        self.calls.append(now)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class StaticHostProbe:
+    def __init__(self, sample: HostSample | None = None) -> None:
+        self.value = sample or HostSample(cpu_pct=12.0, ram_used_mib=2048.0, ram_total_mib=8192.0)
+
+    def sample(self, now: float) -> HostSample:
+        return self.value
+
+
+def collect(bus_events: list[Event]) -> list[str]:
+    return [e.type for e in bus_events]

@@ -1,0 +1,116 @@
+"""The real window, driven by the real bridge and engine thread with a simulated GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtGui import QImage
+
+from gpuwarden.app.bridge import EngineBridge, running_engine_threads
+from gpuwarden.app.window import MainWindow
+from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions, build_sampler
+from gpuwarden.engine.telemetry.probe import NoGpuProbe
+from gpuwarden.engine.telemetry.sampler import Sampler
+from gpuwarden.widgets.theme import DARK, LIGHT
+from helpers import StaticHostProbe
+
+pytestmark = pytest.mark.qt
+
+
+def simulated(count: int) -> Callable[[], Sampler]:
+    opts = TelemetryOptions(simulate=SimulateSpec(count=count), interval_s=0.25)
+    return lambda: build_sampler(opts)
+
+
+@pytest.fixture
+def open_window(qtbot):
+    made: list[tuple[EngineBridge, MainWindow]] = []
+
+    def _open(factory: Callable[[], Sampler], theme=DARK) -> tuple[EngineBridge, MainWindow]:
+        bridge = EngineBridge(factory)
+        window = MainWindow(bridge, theme)
+        qtbot.addWidget(window)
+        window.show()
+        bridge.start()
+        made.append((bridge, window))
+        return bridge, window
+
+    yield _open
+    for bridge, _ in made:
+        bridge.stop()
+
+
+def curve_points(window: MainWindow, gpu: int = 0) -> int:
+    if gpu not in window.gpu_panels:
+        return 0
+    x, _ = window.gpu_panels[gpu].temperature.curve_data("temp")
+    return len(x)
+
+
+def test_two_simulated_gpus_get_a_tab_each_with_live_graphs(qtbot, open_window, tmp_path: Path):
+    _, window = open_window(simulated(2))
+    qtbot.waitUntil(
+        lambda: len(window.gpu_panels) == 2 and curve_points(window, 1) >= 3, timeout=10_000
+    )
+    assert window.gpu_tabs.count() == 2
+    assert window.banner.isHidden()
+    panel = window.gpu_panels[0]
+    x, y = panel.vram.curve_data("used")
+    assert x[-1] == 0.0 and np.all(np.diff(x) > 0)
+    assert 0 < y[-1] < 24  # GiB
+    assert panel.temperature.limit_value("slowdown") is not None
+    assert panel.power.limit_value("limit") is not None
+    assert "SIMULATED" in window.source_label.text()
+    shot = tmp_path / "window.png"
+    assert window.grab().save(str(shot))
+    image = QImage(str(shot))
+    assert image.width() >= 800 and _distinct_colours(image) > 20  # not a blank frame
+
+
+def _distinct_colours(image: QImage) -> int:
+    step = max(1, image.width() // 60)
+    return len(
+        {
+            image.pixel(x, y)
+            for x in range(0, image.width(), step)
+            for y in range(0, image.height(), step)
+        }
+    )
+
+
+def test_without_a_gpu_the_banner_says_so_and_offers_the_simulated_gpu(qtbot, open_window):
+    note = "No NVIDIA GPU driver found. Start with `gpuwarden --simulate` to try it."
+    _, window = open_window(
+        lambda: Sampler(NoGpuProbe(note), StaticHostProbe(), interval_s=0.25)
+    )
+    qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=10_000)
+    assert "--simulate" in window.banner.text.text()
+    assert window.gpu_tabs.isHidden()
+    qtbot.waitUntil(lambda: len(window.host_panel.cpu.curve_data("cpu")[0]) >= 1, timeout=5000)
+    window.banner.simulate_button.click()
+    qtbot.waitUntil(
+        lambda: len(window.gpu_panels) == 1 and window.banner.isHidden(), timeout=10_000
+    )
+
+
+def test_picking_a_window_changes_the_visible_time_range(qtbot, open_window):
+    _, window = open_window(simulated(1), theme=LIGHT)
+    qtbot.waitUntil(lambda: curve_points(window) >= 2, timeout=10_000)
+    window.set_window_seconds(600.0)
+    (xmin, xmax), _ = window.gpu_panels[0].vram.getPlotItem().viewRange()
+    assert xmin == pytest.approx(-600.0) and xmax == pytest.approx(0.0)
+    assert window.host_panel.cpu.getPlotItem().viewRange()[0][0] == pytest.approx(-600.0)
+
+
+def test_closing_the_window_stops_the_engine_thread(qtbot):
+    bridge = EngineBridge(simulated(1))
+    window = MainWindow(bridge, DARK)
+    qtbot.addWidget(window)
+    window.show()
+    bridge.start()
+    qtbot.waitUntil(lambda: bridge.latest is not None, timeout=10_000)
+    window.close()
+    assert running_engine_threads() == []
