@@ -29,7 +29,7 @@ run: $(VENV)/.app-installed
 	$(BIN)/gpuwarden $(ARGS)
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

@@ -48,6 +48,8 @@ class _EngineWorker(QObject):
         self._timer.setInterval(round(self._sampler.interval_s * 1000))
         self._timer.timeout.connect(self.tick)
         self._timer.start()
+        for event in self._sampler.bus.recent():  # what happened before the window opened
+            self.event.emit(event)
         self.tick()
 
     @Slot()

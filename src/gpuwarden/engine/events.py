@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -97,7 +98,7 @@ class ScenarioStep(Event):
     detail: str = ""
 
     def describe(self) -> str:
-        return f"scenario: {self.action} {self.detail}".rstrip()
+        return f"{self.action} {self.detail}".rstrip()
 
 
 Listener = Callable[[Event], None]
@@ -108,12 +109,23 @@ class EventBus:
     """Stamps events with ``ts`` and ``seq`` and hands them to every listener.
 
     A listener that raises is logged with its traceback and does not stop the others.
+    The last ``keep`` events are kept, so a window opened later can show them.
     """
 
     clock: Clock = field(default_factory=SystemClock)
+    keep: int = 200
     _seq: int = 0
+    _recent: deque[Event] = field(init=False)
     _listeners: list[Listener] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._recent = deque(maxlen=self.keep)
+
+    def recent(self) -> list[Event]:
+        """The last events published, oldest first."""
+        with self._lock:
+            return list(self._recent)
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -125,6 +137,7 @@ class EventBus:
         with self._lock:
             self._seq += 1
             stamped = dataclasses.replace(event, ts=self.clock.time(), seq=self._seq)
+            self._recent.append(stamped)
         for listener in list(self._listeners):
             try:
                 listener(stamped)

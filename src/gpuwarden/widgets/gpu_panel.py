@@ -69,7 +69,9 @@ class GpuPanel(QWidget):
 
     def update_sample(self, sample: GpuSample) -> None:
         self.summary.setText(gpu_summary(sample))
-        self.vram.set_limit("total", _gib(sample.memory_total_mib))
+        total = _gib(sample.memory_total_mib)
+        self.vram.set_limit("total", total)
+        self.vram.set_y_ceiling(total)
         self.temperature.set_limit("slowdown", sample.temperature_slowdown_c)
         self.power.set_limit("limit", sample.power_limit_w)
 

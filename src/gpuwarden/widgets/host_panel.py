@@ -49,8 +49,9 @@ class HostPanel(QWidget):
 
     def update_sample(self, sample: HostSample) -> None:
         self.summary.setText(host_summary(sample))
-        total = sample.ram_total_mib
-        self.ram.set_limit("total", None if total is None else total / MIB_PER_GIB)
+        total = None if sample.ram_total_mib is None else sample.ram_total_mib / MIB_PER_GIB
+        self.ram.set_limit("total", total)
+        self.ram.set_y_ceiling(total)
 
     def update_history(self, frame: HistoryFrame, x: FloatArray) -> None:
         self.cpu.set_curve("cpu", x, frame.get(host_key("cpu_pct")))

@@ -16,17 +16,35 @@ FloatArray = npt.NDArray[np.float64]
 WINDOWS_S: tuple[tuple[str, float], ...] = (("1 min", 60.0), ("10 min", 600.0), ("1 h", 3600.0))
 
 
+# Tick spacings that read well on a clock: seconds, then whole minutes.
+_NICE_SPACINGS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+
+
+def nice_spacing(span_s: float, max_ticks: int = 7) -> float:
+    """The smallest clock-friendly tick spacing that keeps at most ``max_ticks`` ticks."""
+    for spacing in _NICE_SPACINGS_S:
+        if span_s / spacing <= max_ticks:
+            return float(spacing)
+    return float(_NICE_SPACINGS_S[-1])
+
+
 def format_ago(seconds_ago: float, spacing: float) -> str:
     """Axis label for a time ``seconds_ago`` (<= 0) before the newest sample."""
     ago = -seconds_ago
     if abs(ago) < 0.5:
         return "now"
-    if spacing < 60 and abs(ago) < 120:
+    if spacing < 60:
         return f"-{ago:.0f} s"
-    return f"-{ago / 60:.0f} min" if spacing >= 60 else f"-{ago / 60:.1f} min"
+    return f"-{ago / 60:.0f} min"
 
 
 class SecondsAgoAxis(pg.AxisItem):
+    """Bottom axis in 'seconds ago' with ticks on whole seconds or minutes."""
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:
+        major = nice_spacing(maxVal - minVal)
+        return [(major, 0.0), (major / 2, 0.0)]
+
     def tickStrings(self, values: Sequence[float], scale: float, spacing: float) -> list[str]:
         return [format_ago(v, spacing) for v in values]
 
@@ -78,7 +96,7 @@ class LivePlot(pg.PlotWidget):
         line = pg.InfiniteLine(
             angle=0, movable=False,
             pen=pg.mkPen(color=color, width=1.5, style=Qt.PenStyle.DashLine),
-            label=label, labelOpts={"position": 0.02, "color": color, "anchors": [(0, 1), (0, 1)]},
+            label=label, labelOpts={"position": 0.98, "color": color, "anchors": [(1, 0), (1, 0)]},
         )
         line.setVisible(False)
         self.addItem(line, ignoreBounds=False)
@@ -101,6 +119,14 @@ class LivePlot(pg.PlotWidget):
 
     def set_window(self, seconds: float) -> None:
         self.getPlotItem().setXRange(-seconds, 0, padding=0)
+
+    def set_y_ceiling(self, value: float | None) -> None:
+        """Fix the y range to 0..value (plus headroom), e.g. memory used vs total."""
+        item = self.getPlotItem()
+        if value is None or np.isnan(value) or value <= 0:
+            item.enableAutoRange(axis="y")
+            return
+        item.setYRange(0, value * 1.08, padding=0)
 
     def curve_data(self, key: str) -> tuple[FloatArray, FloatArray]:
         """What a curve currently shows (for tests and the benchmark)."""

@@ -64,6 +64,9 @@ class Sampler:
         self._gpu_probe.close()
         self._gpu_probe = probe
 
+    def replace_host_probe(self, probe: HostProbe) -> None:
+        self._host_probe = probe
+
     def subscribe(self, listener: SnapshotListener) -> None:
         self._listeners.append(listener)
 

@@ -1,0 +1,144 @@
+"""Make the README's screenshot from the real window, with two simulated GPUs.
+
+The simulated GPUs are first run through ten minutes of a scripted workload on a fake
+clock (in well under a second), so the picture shows real history rather than a blank
+graph; then the real bridge and engine thread drive the window for a few live ticks.
+
+    QT_QPA_PLATFORM=offscreen python scripts/screenshot.py docs/screenshot.png
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from gpuwarden.app.bridge import EngineBridge
+from gpuwarden.app.window import MainWindow
+from gpuwarden.engine.clock import FakeClock
+from gpuwarden.engine.telemetry.host import PsutilHostProbe
+from gpuwarden.engine.telemetry.sampler import Sampler
+from gpuwarden.engine.telemetry.scenario import parse_scenario
+from gpuwarden.engine.telemetry.simulated import SimulatedProbe
+from gpuwarden.engine.telemetry.snapshot import HostSample
+from gpuwarden.widgets.theme import DARK, apply_palette
+
+WARMUP_S = 600
+WORKLOAD = """
+[simulation]
+gpus = 2
+seed = 3
+[[simulation.gpu]]
+name = "Simulated RTX 4090"
+memory_total_mib = 24564
+power_limit_w = 450
+[[simulation.gpu]]
+name = "Simulated RTX 3060"
+memory_total_mib = 12288
+power_limit_w = 170
+[[step]]
+at = 30
+action = "vram_grab"
+owner = "llama-server"
+mib = 14500
+[[step]]
+at = 60
+action = "load"
+util_pct = 85
+[[step]]
+at = 200
+action = "power_spike"
+watts = 470
+duration_s = 20
+[[step]]
+at = 330
+action = "ambient"
+celsius = 42
+[[step]]
+at = 420
+action = "load"
+util_pct = 35
+[[step]]
+at = 90
+action = "vram_grab"
+gpu = 1
+owner = "comfyui"
+mib = 7000
+[[step]]
+at = 100
+action = "load"
+gpu = 1
+util_pct = 60
+[[step]]
+at = 480
+action = "vram_free"
+gpu = 1
+owner = "comfyui"
+"""
+
+
+class WarmupHost:
+    """During the fast-forwarded warm-up, psutil's CPU % would measure the warm-up loop
+    itself; this probe reports the real RAM with a calm CPU curve instead. The live ticks
+    after the warm-up read the real host."""
+
+    def __init__(self) -> None:
+        self._real = PsutilHostProbe()
+
+    def sample(self, now: float) -> HostSample:
+        real = self._real.sample(now)
+        cpu = 18 + 10 * math.sin(now / 45) + 6 * math.sin(now / 7)
+        return HostSample(cpu_pct=cpu, ram_used_mib=real.ram_used_mib,
+                          ram_total_mib=real.ram_total_mib, swap_used_mib=real.swap_used_mib,
+                          swap_total_mib=real.swap_total_mib, disks=real.disks)
+
+
+def warmed_sampler(clock: FakeClock) -> Sampler:
+    probe = SimulatedProbe.from_scenario(parse_scenario(WORKLOAD, "screenshot workload"))
+    sampler = Sampler(probe, WarmupHost(), clock=clock, interval_s=1.0)
+    for _ in range(WARMUP_S):
+        sampler.tick()
+        clock.advance(1.0)
+    sampler.replace_host_probe(PsutilHostProbe())
+    return sampler
+
+
+def main(out: Path) -> int:
+    app = QApplication(sys.argv[:1])
+    apply_palette(app, DARK)
+    clock = FakeClock(start=time.time() - WARMUP_S)
+    sampler = warmed_sampler(clock)
+    bridge = EngineBridge(lambda: sampler, window_s=600.0)
+    window = MainWindow(bridge, DARK)
+    window.resize(1400, 900)
+    window.set_window_seconds(600.0)
+    window.show()
+    bridge.start()
+    ticks = {"n": 0}
+
+    def tick_fake_clock() -> None:
+        clock.advance(1.0)
+        ticks["n"] += 1
+
+    bridge.snapshot_ready.connect(lambda _: tick_fake_clock())
+
+    def finish() -> None:
+        window.grab().save(str(out))
+        bridge.stop()
+        app.quit()
+
+    QTimer.singleShot(2500, finish)
+    app.exec()
+    print(f"wrote {out} after {ticks['n']} live ticks")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshot.png")))
