@@ -105,6 +105,28 @@ def test_picking_a_window_changes_the_visible_time_range(qtbot, open_window):
     assert window.host_panel.cpu.getPlotItem().viewRange()[0][0] == pytest.approx(-600.0)
 
 
+def test_a_lost_gpu_is_marked_and_logged_then_comes_back(qtbot, open_window, tmp_path: Path):
+    scenario = tmp_path / "lost.toml"
+    scenario.write_text(
+        '[simulation]\ngpus = 2\n'
+        '[[step]]\nat = 0\naction = "gpu_lost"\ngpu = 1\n'
+        '[[step]]\nat = 1.0\naction = "gpu_back"\ngpu = 1\n'
+    )
+    opts = TelemetryOptions(simulate=SimulateSpec(scenario=scenario), interval_s=0.25)
+    _, window = open_window(lambda: build_sampler(opts))
+
+    def tab_text(i: int) -> str:
+        return window.gpu_tabs.tabText(i) if window.gpu_tabs.count() > i else ""
+
+    qtbot.waitUntil(lambda: "(lost)" in tab_text(1), timeout=10_000)
+    assert "(lost)" not in tab_text(0)
+    assert "GPU lost" in window.gpu_panels[1].summary.text()
+    qtbot.waitUntil(lambda: any("gpu.lost" in t for t in window.event_log.texts()),
+                    timeout=5000)
+    qtbot.waitUntil(lambda: tab_text(1) and "(lost)" not in tab_text(1), timeout=10_000)
+    assert any("gpu.recovered" in t for t in window.event_log.texts())
+
+
 def test_closing_the_window_stops_the_engine_thread(qtbot):
     bridge = EngineBridge(simulated(1))
     window = MainWindow(bridge, DARK)

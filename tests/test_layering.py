@@ -1,0 +1,29 @@
+"""The engine and the terminal commands run with no Qt at all (checked in a fresh process;
+import-linter checks the same statically in `make test`)."""
+
+import subprocess
+import sys
+
+
+def _modules_after(code: str) -> set[str]:
+    probe = code + "\nimport sys\nprint('\\n'.join(sorted(sys.modules)))\n"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return set(out.split())
+
+
+def test_the_engine_never_loads_qt():
+    loaded = _modules_after(
+        "import gpuwarden.engine.runtime, gpuwarden.engine.telemetry.sampler, "
+        "gpuwarden.engine.telemetry.simulated, gpuwarden.engine.telemetry.nvml"
+    )
+    assert "gpuwarden.engine.telemetry.sampler" in loaded
+    assert not {m for m in loaded if m.startswith(("PySide6", "shiboken6", "pyqtgraph"))}
+
+
+def test_gpuwarden_status_runs_without_loading_qt():
+    loaded = _modules_after(
+        "from gpuwarden.cli import main\nmain(['status', '--simulate', '--json'])"
+    )
+    assert "gpuwarden.console" in loaded
+    assert not {m for m in loaded if m.startswith(("PySide6", "pyqtgraph"))}
