@@ -76,7 +76,8 @@ def redraw_cost(repeats: int) -> dict[str, float]:
         start = time.perf_counter()
         panel.update_sample(last.gpus[0])
         panel.update_history(frame, x)
-        panel.repaint()
+        app.processEvents()  # runs the scene updates pyqtgraph queued
+        panel.repaint()  # and paints everything now, synchronously
         times.append(time.perf_counter() - start)
     panel.close()
     return {"points": float(len(frame)), "median_ms": 1000 * statistics.median(times),
