@@ -130,7 +130,8 @@ class MainWindow(QMainWindow):
         self.host_panel.update_sample(snap.host)
         stamp = time.strftime("%H:%M:%S", time.localtime(snap.ts))
         self.source_label.setText(f"{_SOURCE_TEXT[snap.gpu_source]} · last sample {stamp}")
-        self.statusBar().showMessage(snap.gpu_note or "", 0)
+        # The banner already explains a missing GPU; the status bar notes a simulation.
+        self.statusBar().showMessage("" if no_gpu else (snap.gpu_note or ""), 0)
 
     def _sync_gpu_tabs(self, snap: Snapshot) -> None:
         wanted = {g.index for g in snap.gpus}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtWidgets import QListWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QListWidget, QListWidgetItem
 
 from gpuwarden.engine.events import Event
 
@@ -16,10 +17,14 @@ class EventLog(QListWidget):
         super().__init__()
         self.setAlternatingRowColors(True)
         self.setUniformItemSizes(True)
+        self.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
 
     def add_event(self, event: Event) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
-        self.insertItem(0, f"{stamp}  {event.type:<16} {event.describe()}")
+        item = QListWidgetItem(f"{stamp}  {event.type:<16} {event.describe()}")
+        item.setToolTip(event.describe())
+        self.insertItem(0, item)
         while self.count() > MAX_ROWS:
             self.takeItem(self.count() - 1)
 

@@ -29,9 +29,23 @@ def gpu_summary(g: GpuSample) -> str:
         f"util {fmt(g.gpu_util_pct, '%')}",
         f"fan {fmt(g.fan_speed_pct, '%')}",
     ]
-    if g.throttle_reasons:
-        parts.append("throttled: " + ", ".join(g.throttle_reasons))
+    # An idle GPU always reports the gpu_idle reason: that is not throttling.
+    throttled = [r for r in g.throttle_reasons or () if r != "gpu_idle"]
+    if throttled:
+        parts.append("throttled: " + ", ".join(throttled))
     return f"GPU {g.index} · {g.name} — " + " · ".join(parts)
+
+
+def process_summary(g: GpuSample) -> str:
+    """Who holds this GPU's memory, biggest first ('n/a' where the driver won't say)."""
+    if g.processes is None:
+        return "Processes: n/a" if g.available else ""
+    if not g.processes:
+        return "Processes: none"
+    ordered = sorted(g.processes, key=lambda p: -(p.used_memory_mib or 0.0))
+    return "Processes: " + " · ".join(
+        f"{p.name} (pid {p.pid}) {fmt_mib(p.used_memory_mib)}" for p in ordered
+    )
 
 
 class GpuPanel(QWidget):
@@ -40,6 +54,8 @@ class GpuPanel(QWidget):
         self.index = index
         self.summary = QLabel(f"GPU {index}")
         self.summary.setObjectName("gpuSummary")
+        self.processes = QLabel("")
+        self.processes.setWordWrap(True)
         self.vram = LivePlot("VRAM", "GiB", theme)
         self.vram.add_curve("used", "used", theme.vram)
         self.vram.add_limit("total", "total", theme.limit)
@@ -58,6 +74,7 @@ class GpuPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.summary)
+        layout.addWidget(self.processes)
         layout.addLayout(grid)
 
     def plots(self) -> tuple[LivePlot, ...]:
@@ -69,6 +86,7 @@ class GpuPanel(QWidget):
 
     def update_sample(self, sample: GpuSample) -> None:
         self.summary.setText(gpu_summary(sample))
+        self.processes.setText(process_summary(sample))
         total = _gib(sample.memory_total_mib)
         self.vram.set_limit("total", total)
         self.vram.set_y_ceiling(total)

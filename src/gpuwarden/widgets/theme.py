@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -51,10 +52,15 @@ def pick_theme(name: ThemeName = "auto") -> Theme:
     if name == "light":
         return LIGHT
     app = QApplication.instance()
-    if isinstance(app, QApplication):
-        window = app.palette().color(QPalette.ColorRole.Window)
-        return DARK if window.lightness() < 128 else LIGHT
-    return LIGHT
+    if not isinstance(app, QApplication):
+        return LIGHT
+    scheme = app.styleHints().colorScheme()  # the desktop's own dark/light setting
+    if scheme == Qt.ColorScheme.Dark:
+        return DARK
+    if scheme == Qt.ColorScheme.Light:
+        return LIGHT
+    window = app.palette().color(QPalette.ColorRole.Window)
+    return DARK if window.lightness() < 128 else LIGHT
 
 
 def apply_palette(app: QApplication, theme: Theme) -> None:
