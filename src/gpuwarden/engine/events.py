@@ -144,3 +144,158 @@ class EventBus:
             except Exception:
                 log.exception("event listener %r failed on %s", listener, stamped.TYPE)
         return stamped
+
+
+# -- models (lifecycle manager) ---------------------------------------------------------
+
+UnloadReason = str  # "user" | "idle" | "pressure" | "swap" | "safety" | "shutdown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelLoading(Event):
+    TYPE: ClassVar[str] = "model.loading"
+    model: str
+    placement: str
+    reason: str = "user"
+
+    def describe(self) -> str:
+        return f"{self.model}: loading on {self.placement} ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelReady(Event):
+    TYPE: ClassVar[str] = "model.ready"
+    model: str
+    placement: str
+    vram_mib: float = 0.0
+    ram_mib: float = 0.0
+
+    def describe(self) -> str:
+        return f"{self.model}: ready on {self.placement}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelUnloaded(Event):
+    TYPE: ClassVar[str] = "model.unloaded"
+    model: str
+    reason: UnloadReason
+    freed_vram_mib: float = 0.0
+    freed_ram_mib: float = 0.0
+
+    def describe(self) -> str:
+        return f"{self.model}: unloaded ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelOffloaded(Event):
+    TYPE: ClassVar[str] = "model.offloaded"
+    model: str
+    reason: str
+    freed_vram_mib: float = 0.0
+
+    def describe(self) -> str:
+        return f"{self.model}: offloaded to CPU ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelCrashed(Event):
+    TYPE: ClassVar[str] = "model.crashed"
+    model: str
+    kind: str  # oom_killed | gpu_oom | crash | hang | startup_timeout
+    exit_code: int | None = None
+    signal: int | None = None
+    log_tail: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        how = f"exit code {self.exit_code}" if self.exit_code is not None else ""
+        if self.signal is not None:
+            how = f"signal {self.signal}"
+        return f"{self.model}: crashed ({self.kind}{', ' + how if how else ''})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRestartScheduled(Event):
+    TYPE: ClassVar[str] = "model.restart_scheduled"
+    model: str
+    delay_s: float
+    attempt: int
+    placement: str
+
+    def describe(self) -> str:
+        return (f"{self.model}: restart #{self.attempt} on {self.placement} "
+                f"in {self.delay_s:g} s")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRestartExhausted(Event):
+    TYPE: ClassVar[str] = "model.restart_exhausted"
+    model: str
+    attempts: int
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.model}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PressureRaised(Event):
+    TYPE: ClassVar[str] = "pressure.raised"
+    kind: str  # vram | ram | cpu | disk
+    gpu: int | None
+    value: float
+    threshold: float
+
+    def describe(self) -> str:
+        where = f" on GPU {self.gpu}" if self.gpu is not None else ""
+        return f"{self.kind} pressure{where}: {self.value:.1f} (threshold {self.threshold:g})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PressureCleared(Event):
+    TYPE: ClassVar[str] = "pressure.cleared"
+    kind: str
+    gpu: int | None
+    value: float
+    threshold: float
+
+    def describe(self) -> str:
+        where = f" on GPU {self.gpu}" if self.gpu is not None else ""
+        return f"{self.kind} pressure{where} cleared: {self.value:.1f}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PressureAlert(Event):
+    """A notification for the user, debounced per kind; ``throttle`` is 0 (at the clear
+    level) to 1 (completely full): how hard a client should back off."""
+
+    TYPE: ClassVar[str] = "pressure.alert"
+    kind: str
+    gpu: int | None
+    value: float
+    threshold: float
+    throttle: float
+
+    def describe(self) -> str:
+        where = f" on GPU {self.gpu}" if self.gpu is not None else ""
+        return (f"{self.kind} is running short{where}: {self.value:.1f} "
+                f"(throttle {self.throttle:.2f})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwapEvicted(Event):
+    TYPE: ClassVar[str] = "swap.evicted"
+    model: str
+    for_model: str
+
+    def describe(self) -> str:
+        return f"{self.model}: evicted to make room for {self.for_model}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwapRestored(Event):
+    TYPE: ClassVar[str] = "swap.restored"
+    model: str
+    after: str
+
+    def describe(self) -> str:
+        return f"{self.model}: restored now that {self.after} is idle"

@@ -1,0 +1,1 @@
+"""Model lifecycle: states, policy, hints and the manager that applies actions."""

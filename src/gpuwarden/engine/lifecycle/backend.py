@@ -1,0 +1,53 @@
+"""How a model is actually started and stopped: the interface every backend implements.
+
+The lifecycle manager never knows whether a model is a llama-server process, an
+in-process llama-cpp model or a simulation: it calls these methods and hears back
+through the callbacks, from any thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gpuwarden.engine.lifecycle.config import ModelConfig
+from gpuwarden.engine.lifecycle.crash import DeathReport
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to start: the model, where, and which generation this process is."""
+
+    config: ModelConfig
+    device: str  # "gpu" | "partial" | "cpu"
+    gpu_layers: int  # 0 on the CPU, config.layers on the full GPU
+    instance: int
+
+
+@dataclass(frozen=True)
+class Footprint:
+    vram_mib: float
+    ram_mib: float
+
+
+ReadyCallback = Callable[[int, Footprint], None]  # (instance, what it holds)
+ExitCallback = Callable[[DeathReport], None]
+
+
+class Backend(Protocol):
+    kind: str
+    can_offload: bool
+
+    def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback) -> None:
+        """Begin loading. Exactly one of on_ready / on_exit follows, then on_exit once the
+        process ends (expected=True after :meth:`stop`)."""
+        ...
+
+    def stop(self, model: str, instance: int) -> None:
+        """Ask the process to end; on_exit(expected=True) follows."""
+        ...
+
+    def poll(self, now: float) -> None:
+        """Advance time-driven work (the simulated backend); real backends do nothing."""
+        ...

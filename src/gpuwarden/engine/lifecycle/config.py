@@ -1,0 +1,350 @@
+"""The user's configuration: the models gpuwarden manages and the limits it keeps.
+
+The format is documented in ``docs/config.md``. A malformed file never raises: every
+problem becomes a :class:`ConfigProblem` that names the file, the line, the model and
+the key. A model entry with a problem is skipped, the others load; a bad global setting
+falls back to its default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeAlias, get_args
+
+from gpuwarden.engine import paths
+from gpuwarden.engine.tomlcheck import (
+    FieldSpec,
+    Table,
+    TomlDoc,
+    TomlProblem,
+    boolean,
+    choice,
+    choice_or_integer,
+    fmt_num,
+    integer,
+    location,
+    number,
+    read_text,
+    show,
+    strings,
+    text as string,
+)
+
+PlacementMode = Literal["gpu", "cpu", "auto"]
+Placement: TypeAlias = PlacementMode | int  # int >= 0: number of GPU layers (partial offload)
+EvictionPolicy = Literal["idle", "pressure", "never"]
+BackendKind = Literal["llama-server", "llama-cpp", "torch", "simulated"]
+PLACEMENT_MODES: tuple[str, ...] = get_args(PlacementMode)
+BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
+EVICTION_POLICIES: tuple[str, ...] = get_args(EvictionPolicy)
+CONFIG_FILE = "config.toml"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    backend: BackendKind
+    path: Path | None = None  # required (and must exist as a file) unless backend == "simulated"
+    context_size: int = 4096  # >= 1
+    placement: Placement = "auto"
+    gpu: int = 0  # >= 0
+    idle_timeout_s: float = 600.0  # >= 0
+    eviction: EvictionPolicy = "idle"
+    priority: int = 0  # hint; higher = keep longer
+    args: tuple[str, ...] = ()  # extra backend args (TOML array of strings)
+    vram_mib: float | None = None  # expected GPU footprint (> 0); the estimate hook uses it
+    ram_mib: float | None = None  # expected RAM footprint on CPU (> 0)
+    layers: int = 32  # total layers, for partial offload (>= 1)
+    load_time_s: float = 1.0  # simulated backend only (>= 0)
+    autostart: bool = False  # load when gpuwarden starts
+    line: int | None = None  # line of its [[models]] header
+
+
+@dataclass(frozen=True)
+class Hysteresis:
+    """Percent used: raised at ``>= enter``, cleared at ``< clear``; ``clear < enter``."""
+
+    enter: float
+    clear: float
+
+
+@dataclass(frozen=True)
+class DiskThreshold:
+    """Free GiB: raised when free ``< enter_below_gib``, cleared when free
+    ``>= clear_above_gib``; ``clear_above_gib > enter_below_gib``."""
+
+    enter_below_gib: float = 5.0
+    clear_above_gib: float = 10.0
+
+
+@dataclass(frozen=True)
+class PressureConfig:
+    vram: Hysteresis = Hysteresis(90.0, 80.0)
+    ram: Hysteresis = Hysteresis(90.0, 80.0)
+    cpu: Hysteresis = Hysteresis(95.0, 80.0)
+    disk: DiskThreshold = DiskThreshold()
+    alert_debounce_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    healthy_reset_s: float = 600.0
+    max_consecutive: int = 5
+    startup_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class Config:
+    models: tuple[ModelConfig, ...] = ()
+    pressure: PressureConfig = PressureConfig()
+    restart: RestartConfig = RestartConfig()
+    sample_interval_s: float = 1.0  # 0.25..10
+    source: str = "<defaults>"
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+_DEFAULT_INTERVAL: float = Config.sample_interval_s
+_UNNAMED = re.compile(r"models\[\d+\]")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a config file. ``entry`` is the model's name, or ``models[3]`` (the
+    third ``[[models]]`` entry) when it has none; None for global settings."""
+
+    path: str
+    line: int | None
+    entry: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        """``config.toml:12: model 'llama-8b': 'idle_timeout_s' must be ..., got -5``."""
+        if self.entry is None:
+            return f"{location(self.path, self.line)}: {self.message}"
+        entry = self.entry if _UNNAMED.fullmatch(self.entry) else f"model {self.entry!r}"
+        return f"{location(self.path, self.line)}: {entry}: {self.message}"
+
+
+MODEL_FIELDS: Mapping[str, FieldSpec] = {
+    "name": string(),
+    "backend": choice(BACKEND_KINDS),
+    "path": string(),
+    "context_size": integer(1),
+    "placement": choice_or_integer(PLACEMENT_MODES, 0),
+    "gpu": integer(0),
+    "idle_timeout_s": number(0),
+    "eviction": choice(EVICTION_POLICIES),
+    "priority": integer(),
+    "args": strings(),
+    "vram_mib": number(positive=True),
+    "ram_mib": number(positive=True),
+    "layers": integer(1),
+    "load_time_s": number(0),
+    "autostart": boolean(),
+}
+_LEVELS = ("vram", "ram", "cpu")
+PRESSURE_FIELDS: Mapping[str, FieldSpec] = {
+    **{f"{kind}_{edge}_pct": number(0, 100) for kind in _LEVELS for edge in ("enter", "clear")},
+    "disk_free_enter_gib": number(0),
+    "disk_free_clear_gib": number(0),
+    "alert_debounce_s": number(0),
+}
+# (lower, higher): the first must be below the second, or both fall back to their defaults.
+PRESSURE_ORDER: tuple[tuple[str, str], ...] = (
+    *((f"{kind}_clear_pct", f"{kind}_enter_pct") for kind in _LEVELS),
+    ("disk_free_enter_gib", "disk_free_clear_gib"),
+)
+RESTART_FIELDS: Mapping[str, FieldSpec] = {
+    "backoff_base_s": number(positive=True),
+    "backoff_cap_s": number(positive=True),
+    "healthy_reset_s": number(0),
+    "max_consecutive": integer(0),
+    "startup_timeout_s": number(positive=True),
+}
+TOP_FIELDS: Mapping[str, FieldSpec] = {"sample_interval_s": number(0.25, 10)}
+TOP_KEYS: tuple[str, ...] = (*TOP_FIELDS, "pressure", "restart", "models")
+
+
+def default_config_path() -> Path:
+    return paths.config_dir() / CONFIG_FILE
+
+
+def load_config(path: Path) -> tuple[Config, list[ConfigProblem]]:
+    """The config in ``path`` (relative model paths resolve against its folder)."""
+    try:
+        content = read_text(path)
+    except TomlProblem as exc:
+        return Config(source=str(path)), [_problem(exc, None)]
+    return parse_config(content, str(path), path.expanduser().absolute().parent)
+
+
+def parse_config(
+    text: str, source: str = "<config>", base_dir: Path | None = None
+) -> tuple[Config, list[ConfigProblem]]:
+    """The config in ``text`` and its problems, in file order. Relative model paths
+    resolve against ``base_dir`` (the current folder when None)."""
+    doc = TomlDoc(text, source)
+    try:
+        data = doc.load()
+    except TomlProblem as exc:
+        return Config(source=source), [_problem(exc, None)]
+    return _Parser(doc, base_dir if base_dir is not None else Path.cwd()).parse(data)
+
+
+def _problem(problem: TomlProblem, entry: str | None, suffix: str = "") -> ConfigProblem:
+    return ConfigProblem(problem.path, problem.line, entry, problem.field, problem.message + suffix)
+
+
+def pressure_settings(pressure: PressureConfig) -> dict[str, float]:
+    """``pressure`` as the ``[pressure]`` table writes it."""
+    flat = {
+        "disk_free_enter_gib": pressure.disk.enter_below_gib,
+        "disk_free_clear_gib": pressure.disk.clear_above_gib,
+        "alert_debounce_s": pressure.alert_debounce_s,
+    }
+    for kind in _LEVELS:
+        level: Hysteresis = getattr(pressure, kind)
+        flat |= {f"{kind}_enter_pct": level.enter, f"{kind}_clear_pct": level.clear}
+    return flat
+
+
+def _pressure_from(flat: Mapping[str, float]) -> PressureConfig:
+    def level(kind: str) -> Hysteresis:
+        return Hysteresis(flat[f"{kind}_enter_pct"], flat[f"{kind}_clear_pct"])
+
+    disk = DiskThreshold(flat["disk_free_enter_gib"], flat["disk_free_clear_gib"])
+    return PressureConfig(level("vram"), level("ram"), level("cpu"), disk, flat["alert_debounce_s"])
+
+
+def _fallback(defaults: Mapping[str, Any], keys: Iterable[str | None]) -> str:
+    """What a bad setting falls back to: "; using the default k = v" ("; ignored" when
+    the key is not a setting)."""
+    shown = [f"{k} = {fmt_num(defaults[k])}" for k in keys if k is not None and k in defaults]
+    return f"; using the default {', '.join(shown)}" if shown else "; ignored"
+
+
+class _Parser:
+    def __init__(self, doc: TomlDoc, base_dir: Path) -> None:
+        self.doc, self.base_dir = doc, base_dir
+        self.problems: list[ConfigProblem] = []
+        self.names: dict[str, int | None] = {}  # model name -> line of its first entry
+
+    def report(self, problems: Iterable[TomlProblem], entry: str | None, suffix: str = "") -> None:
+        self.problems += (_problem(p, entry, suffix) for p in problems)
+
+    def parse(self, data: Mapping[str, object]) -> tuple[Config, list[ConfigProblem]]:
+        top = Table(data, None, "")
+        self.report(self.doc.unknown_keys(top, TOP_KEYS), None, "; ignored")
+        top_values = Table({k: v for k, v in data.items() if k in TOP_FIELDS}, None, "")
+        interval = self.settings(top_values, TOP_FIELDS, {"sample_interval_s": _DEFAULT_INTERVAL})
+        pressure = _pressure_from(self.pressure(self.section(data, "pressure")))
+        restart_table = self.section(data, "restart")
+        restart = self.settings(restart_table, RESTART_FIELDS, vars(RestartConfig()))
+        models = tuple(m for m in self.models(data.get("models", [])) if m is not None)
+        config = Config(models, pressure, RestartConfig(**restart),
+                        interval["sample_interval_s"], self.doc.source)
+        return config, sorted(self.problems, key=lambda p: p.line or 0)
+
+    def section(self, data: Mapping[str, object], name: str) -> Table:
+        line = self.doc.header(name) or self.doc.key_line(None, name)
+        try:
+            return self.doc.table(data.get(name, {}), f"[{name}]", line)
+        except TomlProblem as exc:
+            self.report([exc], None, "; using the defaults")
+            return Table({}, line, f"[{name}]")
+
+    def settings(
+        self, table: Table, specs: Mapping[str, FieldSpec], defaults: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The table's settings over ``defaults``; a bad one keeps its default."""
+        good, problems = self.doc.checked(table, specs)
+        for problem in problems:
+            self.report([problem], None, _fallback(defaults, [problem.field]))
+        return {**defaults, **{k: specs[k].normalize(v) for k, v in good.items()}}
+
+    def pressure(self, table: Table) -> dict[str, float]:
+        defaults = pressure_settings(PressureConfig())
+        values = self.settings(table, PRESSURE_FIELDS, defaults)
+        for pair in PRESSURE_ORDER:
+            try:
+                self.doc.check_order(Table(values, table.line, table.where), pair)
+            except TomlProblem as exc:
+                self.report([exc], None, _fallback(defaults, pair))
+                values |= {k: defaults[k] for k in pair}
+        return values
+
+    def models(self, raw: object) -> list[ModelConfig | None]:
+        try:
+            entries = self.doc.array(raw, "models")
+        except TomlProblem as exc:
+            self.report([exc], None, "; no models loaded")
+            return []
+        return [self.model(i, entry) for i, entry in enumerate(entries)]
+
+    def model(self, index: int, raw: object) -> ModelConfig | None:
+        label = f"models[{index + 1}]"
+        line = self.doc.header("models", index) or self.doc.key_line(None, "models")
+        if not isinstance(raw, dict):
+            msg = f"must be a table ([[models]]), got {show(raw)}"
+            self.report([self.doc.fail(line, None, msg)], label)
+            return None
+        table = Table(raw, line, "")
+        good, problems = self.doc.checked(table, MODEL_FIELDS, self.required(raw))
+        name = good.get("name")
+        entry = name if isinstance(name, str) else label
+        problems += self.duplicate(table, name)
+        if "path" in good:
+            good["path"] = self.model_path(table, str(good["path"]), problems)
+        if problems:
+            self.report(sorted(problems, key=lambda p: p.line or 0), entry)
+            return None
+        values = {k: MODEL_FIELDS[k].normalize(v) for k, v in good.items()}
+        return ModelConfig(**values, line=line)
+
+    @staticmethod
+    def required(raw: Mapping[str, object]) -> tuple[str, ...]:
+        backend = raw.get("backend")
+        needs_file = backend in BACKEND_KINDS and backend != "simulated"
+        return ("name", "backend", "path") if needs_file else ("name", "backend")
+
+    def duplicate(self, table: Table, name: object) -> list[TomlProblem]:
+        if not isinstance(name, str):
+            return []
+        if name not in self.names:
+            self.names[name] = table.line
+            return []
+        first = self.names[name]
+        msg = f"duplicate model name {name!r} (first used on line {first})"
+        return [self.doc.fail(self.doc.key_line(table.line, "name"), "name", msg)]
+
+    def model_path(self, table: Table, value: str, problems: list[TomlProblem]) -> Path:
+        """``value`` resolved against the config's folder; a problem when the backend
+        needs the file and it is not there."""
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else self.base_dir / path
+        if table.values.get("backend") != "simulated":
+            problem = _file_problem(path)
+            if problem is not None:
+                line = self.doc.key_line(table.line, "path")
+                problems.append(self.doc.fail(line, "path", problem))
+        return path
+
+
+def _file_problem(path: Path) -> str | None:
+    if not path.exists():
+        return f"model file not found: {path}"
+    if not path.is_file():
+        return f"model path is not a file: {path}"
+    if not os.access(path, os.R_OK):
+        return f"model file is not readable: {path}"
+    return None
+

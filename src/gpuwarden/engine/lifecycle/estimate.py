@@ -1,0 +1,48 @@
+"""How much VRAM a model will take, and what a placement means in layers.
+
+A first estimate: the configured ``vram_mib``, else the model file's size plus a fifth
+for the KV cache and compute buffers. The safety work makes this precise later; the
+manager only needs the hook.
+"""
+
+from __future__ import annotations
+
+from gpuwarden.engine.lifecycle.config import ModelConfig, Placement
+
+DEFAULT_VRAM_MIB = 4096.0
+_OVERHEAD = 1.2
+_MIB = 1024.0 * 1024.0
+
+
+def full_vram_mib(config: ModelConfig) -> float:
+    if config.vram_mib is not None:
+        return config.vram_mib
+    if config.path is not None:
+        try:
+            return config.path.stat().st_size / _MIB * _OVERHEAD
+        except OSError:
+            return DEFAULT_VRAM_MIB
+    return DEFAULT_VRAM_MIB
+
+
+def resolve(placement: Placement, config: ModelConfig, has_gpu: bool) -> tuple[str, int]:
+    """(device, GPU layers) for a placement: "gpu"/"auto" -> every layer (auto falls back
+    to the CPU when there is no GPU), an integer -> that many layers, "cpu" -> none."""
+    if placement == "cpu" or (placement == "auto" and not has_gpu):
+        return "cpu", 0
+    if placement in ("gpu", "auto"):
+        return "gpu", config.layers
+    layers = int(placement)
+    if layers <= 0:
+        return "cpu", 0
+    if layers >= config.layers:
+        return "gpu", config.layers
+    return "partial", layers
+
+
+def estimate_vram_mib(config: ModelConfig, placement: Placement) -> float:
+    """Expected VRAM for this placement: the GPU's share of the layers."""
+    device, layers = resolve(placement, config, has_gpu=True)
+    if device == "cpu":
+        return 0.0
+    return full_vram_mib(config) * layers / config.layers

@@ -1,0 +1,393 @@
+"""The lifecycle manager: applies the policy's decisions through the backends and tells
+everyone what happened.
+
+Thread model: every public method takes one lock, so backends may report from their own
+threads and a request handler may call :meth:`notify_access` / :meth:`in_use` from
+anywhere. Decisions are the pure functions of ``policy``, ``pressure`` and ``crash``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from gpuwarden.engine.clock import Clock
+from gpuwarden.engine.events import (
+    EventBus,
+    ModelCrashed,
+    ModelLoading,
+    ModelOffloaded,
+    ModelReady,
+    ModelRestartExhausted,
+    ModelRestartScheduled,
+    ModelUnloaded,
+    SwapEvicted,
+    SwapRestored,
+)
+from gpuwarden.engine.lifecycle import crash, policy
+from gpuwarden.engine.lifecycle.actions import Action, Load, Offload, Refusal, Unload
+from gpuwarden.engine.lifecycle.backend import Backend, Footprint, Launch, ReadyCallback
+from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy, Placement
+from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib, resolve
+from gpuwarden.engine.lifecycle.pressure_monitor import PressureMonitor
+from gpuwarden.engine.lifecycle.state import CrashRecord, ModelState, initial_state
+from gpuwarden.engine.telemetry.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+MAX_CRASH_HISTORY = 20
+_OFFLOAD = "offload:"  # stop reason prefix: come back on the CPU once stopped
+_TIMED_OUT = "startup_timeout"
+
+
+@dataclass(frozen=True)
+class AdminResult:
+    """The answer to a user's button: done, or refused and why."""
+
+    ok: bool
+    message: str
+
+
+class LifecycleManager:
+    def __init__(self, config: Config, backends: Mapping[str, Backend], *, bus: EventBus,
+                 clock: Clock, estimate: policy.Estimate = estimate_vram_mib) -> None:
+        self._cfg = config
+        self._backends = dict(backends)
+        self._bus = bus
+        self._clock = clock
+        self._estimate = estimate
+        self._lock = threading.RLock()
+        self._states: dict[str, ModelState] = {m.name: initial_state(m) for m in config.models}
+        self._next_instance = 0
+        self._stop_reason: dict[str, str] = {}  # why each stopping model is stopping
+        self._waiting: dict[str, tuple[Load, tuple[str, ...]]] = {}  # load after a swap
+        self._snapshot: Snapshot | None = None
+        self.pressure = PressureMonitor(config.pressure, bus)
+
+    # -- views ----------------------------------------------------------------------
+
+    def states(self) -> dict[str, ModelState]:
+        with self._lock:
+            return dict(self._states)
+
+    def state(self, name: str) -> ModelState:
+        with self._lock:
+            return self._states[name]
+
+    def next_deadline(self) -> float | None:
+        """When the manager next needs :meth:`tick` (a restart due), if ever."""
+        with self._lock:
+            due = [s.restart_at for s in self._states.values() if s.restart_at is not None]
+            return min(due) if due else None
+
+    # -- the engine's heartbeat -------------------------------------------------------
+
+    def on_snapshot(self, snap: Snapshot) -> None:
+        """Called for every telemetry sample: pressure first, then the slower policies."""
+        with self._lock:
+            self._snapshot = snap
+            now = self._clock.time()
+            for backend in self._backends.values():
+                backend.poll(now)
+            self._apply_all(self.pressure.check(snap, self._states, now, self._can_offload))
+            self._apply_all(policy.idle_actions(self._states, now))
+            self._apply_all(policy.restore_actions(self._states, self._free_vram(), now,
+                                                   self._estimate))
+            self._tick(now)
+
+    def tick(self) -> None:
+        """Fire due restarts and time-outs without waiting for the next sample."""
+        with self._lock:
+            now = self._clock.time()
+            for backend in self._backends.values():
+                backend.poll(now)
+            self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        for s in list(self._states.values()):
+            if s.restart_at is not None and s.restart_at <= now and not s.live:
+                self._put(s.replace(restart_at=None))
+                if not s.user_unloaded:
+                    self._start(Load(s.name, s.placement, "restart"))
+            elif s.device == "loading" and s.loaded_at is not None and \
+                    now - s.loaded_at > self._cfg.restart.startup_timeout_s:
+                self._stop(s.name, _TIMED_OUT)
+
+    # -- user requests ------------------------------------------------------------------
+
+    def load(self, name: str, reason: str = "user") -> AdminResult:
+        with self._lock:
+            if (err := self._unknown(name)) is not None:
+                return err
+            s = self._states[name]
+            if s.loaded or s.device == "loading":
+                return AdminResult(True, f"{name} is already {s.device}")
+            self._put(s.replace(user_unloaded=False, gave_up=False, restart_at=None,
+                                consecutive_crashes=0 if s.gave_up else s.consecutive_crashes))
+            plan = policy.plan_load(self._states, name, self._free_vram().get(s.config.gpu),
+                                    self._clock.time(), self._estimate, reason)
+            if isinstance(plan, Refusal):
+                return AdminResult(False, plan.message)
+            self._apply_all(plan)
+            return AdminResult(True, f"loading {name}")
+
+    def unload(self, name: str) -> AdminResult:
+        with self._lock:
+            if (err := self._unknown(name)) is not None:
+                return err
+            s = self._states[name]
+            self._put(s.replace(user_unloaded=True, restart_at=None, displaced_by=None))
+            self._waiting.pop(name, None)
+            if not s.live:
+                return AdminResult(True, f"{name} is not loaded")
+            self._stop(name, "user")
+            return AdminResult(True, f"unloading {name}")
+
+    def offload(self, name: str) -> AdminResult:
+        with self._lock:
+            if (err := self._unknown(name)) is not None:
+                return err
+            s = self._states[name]
+            if not s.on_gpu:
+                return AdminResult(False, f"{name} is not on a GPU ({s.device})")
+            if not self._can_offload(s):
+                return AdminResult(False, f"the {s.config.backend} backend cannot run on the CPU")
+            self._apply(Offload(name, "user"))
+            return AdminResult(True, f"moving {name} to the CPU")
+
+    def restart(self, name: str) -> AdminResult:
+        with self._lock:
+            if (err := self._unknown(name)) is not None:
+                return err
+            s = self._states[name]
+            if s.live:
+                self._stop(name, "restart")
+            self._put(self._states[name].replace(restart_at=self._clock.time(),
+                                                 user_unloaded=False, gave_up=False))
+            self._tick(self._clock.time())
+            return AdminResult(True, f"restarting {name}")
+
+    def set_policy(self, name: str, eviction: EvictionPolicy | None) -> AdminResult:
+        with self._lock:
+            if (err := self._unknown(name)) is not None:
+                return err
+            self._put(self._states[name].replace(eviction_override=eviction))
+            return AdminResult(True, f"{name}: eviction policy {eviction or 'from config'}")
+
+    def set_priority(self, name: str, priority: int | None) -> AdminResult:
+        with self._lock:
+            if (err := self._unknown(name)) is not None:
+                return err
+            self._put(self._states[name].replace(priority_override=priority))
+            return AdminResult(True, f"{name}: priority {priority}")
+
+    def notify_access(self, name: str) -> None:
+        with self._lock:
+            s = self._states.get(name)
+            if s is not None:
+                self._put(s.replace(last_access=self._clock.time(),
+                                    access_count=s.access_count + 1))
+
+    @contextmanager
+    def in_use(self, name: str) -> Iterator[None]:
+        """While inside, the model serves a request: never evicted or offloaded."""
+        with self._lock:
+            self.notify_access(name)
+            self._put(self._states[name].replace(in_use=self._states[name].in_use + 1))
+        try:
+            yield
+        finally:
+            with self._lock:
+                s = self._states[name]
+                self._put(s.replace(in_use=max(0, s.in_use - 1), last_access=self._clock.time()))
+
+    def autostart(self) -> None:
+        with self._lock:
+            for s in list(self._states.values()):
+                if s.config.autostart and not s.live:
+                    self.load(s.name, "autostart")
+
+    def shutdown(self) -> None:
+        """Stop every model (reason: shutdown); nothing is restarted afterwards."""
+        with self._lock:
+            for s in list(self._states.values()):
+                self._put(s.replace(restart_at=None, user_unloaded=True))
+                if s.live:
+                    self._stop(s.name, "shutdown")
+
+    # -- carrying out actions ------------------------------------------------------------
+
+    def _apply_all(self, actions: list[Action]) -> None:
+        for action in actions:
+            self._apply(action)
+
+    def _apply(self, action: Action) -> None:
+        s = self._states[action.model]
+        if isinstance(action, Load):
+            self._load(action)
+        elif isinstance(action, Unload):
+            if not s.live:
+                return
+            if action.reason == "swap" and action.for_model is not None:
+                self._put(s.replace(displaced_by=action.for_model))
+                self._bus.publish(SwapEvicted(model=s.name, for_model=action.for_model))
+            self._stop(s.name, action.reason)
+        elif s.on_gpu:  # Offload
+            self._stop(s.name, _OFFLOAD + action.reason)
+
+    def _load(self, load: Load) -> None:
+        if load.reason == "restore":
+            s = self._states[load.model]
+            self._put(s.replace(displaced_by=None))
+            self._bus.publish(SwapRestored(model=s.name, after=s.displaced_by or ""))
+        blockers = tuple(n for n, s in self._states.items()
+                         if s.displaced_by == load.model and s.live)
+        if blockers:  # swap victims still stopping: start when they are gone
+            self._waiting[load.model] = (load, blockers)
+            return
+        self._start(load)
+
+    def _start(self, load: Load) -> None:
+        s = self._states[load.model]
+        if s.live:  # one live process per model, by construction
+            log.debug("not starting %s: already %s", s.name, s.device)
+            return
+        backend = self._backends.get(s.config.backend)
+        if backend is None:
+            log.error("no %s backend for %s", s.config.backend, s.name)
+            return
+        self._next_instance += 1
+        device, layers = resolve(load.placement, s.config, self._has_gpu(s.config.gpu))
+        launch = Launch(s.config, device, layers, self._next_instance)
+        self._put(s.replace(device="loading", placement=load.placement, instance=launch.instance,
+                            loaded_at=self._clock.time(), ready_since=None,
+                            gpu_layers=layers if device == "partial" else None))
+        self._bus.publish(ModelLoading(model=s.name, placement=_describe(device, layers),
+                                       reason=load.reason))
+        backend.start(launch, self._on_ready_cb(s.name), self._on_exit)
+
+    def _stop(self, name: str, reason: str) -> None:
+        """Ask the backend to stop; what follows is decided when it has exited."""
+        s = self._states[name]
+        if s.device == "stopping":
+            return
+        self._stop_reason[name] = reason
+        self._put(s.replace(device="stopping"))
+        self._backends[s.config.backend].stop(name, s.instance)
+
+    # -- what the backends report --------------------------------------------------------
+
+    def _on_ready_cb(self, name: str) -> ReadyCallback:
+        def on_ready(instance: int, fp: Footprint) -> None:
+            with self._lock:
+                s = self._states[name]
+                if s.instance != instance or s.device != "loading":
+                    return  # a stale report from a process we already gave up on
+                device = "cpu" if fp.vram_mib == 0 else (
+                    "partial" if s.gpu_layers is not None else "gpu")
+                now = self._clock.time()
+                self._put(s.replace(device=device, vram_mib=fp.vram_mib, ram_mib=fp.ram_mib,
+                                    ready_since=now, last_access=s.last_access or now))
+                self._bus.publish(ModelReady(model=name, placement=_describe(
+                    device, s.gpu_layers or 0), vram_mib=fp.vram_mib, ram_mib=fp.ram_mib))
+        return on_ready
+
+    def _on_exit(self, report: crash.DeathReport) -> None:
+        with self._lock:
+            s = self._states.get(report.model)
+            if s is None or s.instance != report.instance or not s.live:
+                return  # stale: an older generation, or already handled
+            reason = self._stop_reason.pop(report.model, None)
+            if reason == _TIMED_OUT:
+                report = crash.DeathReport(report.model, report.instance,
+                                           kind_hint="startup_timeout", log_tail=report.log_tail)
+            kind = crash.classify(report)
+            self._put(s.replace(device="unloaded", vram_mib=0.0, ram_mib=0.0, in_use=0))
+            if kind is None:
+                self._after_clean_exit(s, reason or "exited")
+            else:
+                self._after_crash(self._states[report.model], kind, report)
+            self._release_waiting()
+            self._tick(self._clock.time())
+
+    def _after_clean_exit(self, before: ModelState, reason: str) -> None:
+        if reason.startswith(_OFFLOAD):
+            self._bus.publish(ModelOffloaded(model=before.name, reason=reason[len(_OFFLOAD):],
+                                             freed_vram_mib=before.vram_mib))
+            self._start(Load(before.name, "cpu", "offload"))
+        elif reason != "restart":
+            self._bus.publish(ModelUnloaded(model=before.name, reason=reason,
+                                            freed_vram_mib=before.vram_mib,
+                                            freed_ram_mib=before.ram_mib))
+
+    def _after_crash(self, s: ModelState, kind: crash.CrashKind,
+                     report: crash.DeathReport) -> None:
+        now = self._clock.time()
+        self._bus.publish(ModelCrashed(model=s.name, kind=kind, exit_code=report.exit_code,
+                                       signal=report.signal, log_tail=report.log_tail[-20:]))
+        decision = crash.decide(s, kind, now, self._cfg.restart)
+        record = CrashRecord(now, kind, report.exit_code, report.signal)
+        s = s.replace(device="crashed", placement=decision.placement,
+                      consecutive_crashes=decision.attempt,
+                      crashes=(*s.crashes, record)[-MAX_CRASH_HISTORY:])
+        if decision.exhausted:
+            self._put(s.replace(gave_up=True))
+            self._bus.publish(ModelRestartExhausted(
+                model=s.name, attempts=decision.attempt,
+                message=f"gave up after {decision.attempt} crashes in a row; load it by hand "
+                        "once the cause is fixed"))
+        elif decision.restart_at is not None and s.restart_at is None:
+            self._put(s.replace(restart_at=decision.restart_at))
+            self._bus.publish(ModelRestartScheduled(
+                model=s.name, delay_s=round(decision.restart_at - now, 3),
+                attempt=decision.attempt, placement=str(decision.placement)))
+        else:
+            self._put(s)
+
+    def _release_waiting(self) -> None:
+        for name, (load, blockers) in list(self._waiting.items()):
+            if not any(self._states[b].live for b in blockers):
+                del self._waiting[name]
+                self._start(load)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _put(self, state: ModelState) -> None:
+        self._states[state.name] = state
+
+    def _unknown(self, name: str) -> AdminResult | None:
+        if name in self._states:
+            return None
+        return AdminResult(False, f"no model named {name!r} in the configuration")
+
+    def _can_offload(self, s: ModelState) -> bool:
+        backend = self._backends.get(s.config.backend)
+        return backend is not None and backend.can_offload
+
+    def _has_gpu(self, index: int) -> bool:
+        snap = self._snapshot
+        return snap is None or snap.gpu(index) is not None
+
+    def _free_vram(self) -> dict[int, float | None]:
+        """Free MiB per GPU: the last sample, less what loads since then will take."""
+        snap = self._snapshot
+        if snap is None:
+            return {}
+        free: dict[int, float | None] = {g.index: g.memory_free_mib for g in snap.gpus}
+        for s in self._states.values():
+            started_since = s.loaded_at is not None and s.loaded_at > snap.ts
+            if s.device == "loading" and started_since and free.get(s.config.gpu) is not None:
+                free[s.config.gpu] = (free[s.config.gpu] or 0.0) - self._estimate(
+                    s.config, s.placement)
+        return free
+
+
+
+def _describe(device: str, layers: int) -> str:
+    return f"partial ({layers} layers on GPU)" if device == "partial" else device
+
+
+__all__ = ["AdminResult", "LifecycleManager", "Placement"]

@@ -1,0 +1,147 @@
+"""The lifecycle policy as pure functions: (states, snapshot, now) in, actions out.
+
+Relief order under VRAM pressure, per GPU: evictable models first (least recently used
+first), then idle models (offloaded to CPU where their backend can, else unloaded), then
+warm ones. Never a model that is active, in use or pinned (`never`). RAM pressure unloads
+CPU-resident models, least recently used first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from gpuwarden.engine.lifecycle.actions import Action, Load, Offload, Refusal, Unload
+from gpuwarden.engine.lifecycle.config import ModelConfig, Placement
+from gpuwarden.engine.lifecycle.state import (
+    ModelState,
+    evictable_now,
+    eviction_rank,
+    idle_for,
+    priority_of,
+)
+
+States = Mapping[str, ModelState]
+CanOffload = Callable[[ModelState], bool]
+Estimate = Callable[[ModelConfig, Placement], float]
+
+
+def idle_actions(states: States, now: float) -> list[Action]:
+    """Unload `idle`-policy models that have not been used for their idle timeout."""
+    return [
+        Unload(s.name, "idle")
+        for s in states.values()
+        if s.loaded and s.eviction == "idle" and s.in_use == 0
+        and idle_for(s, now) >= s.config.idle_timeout_s
+    ]
+
+
+def vram_relief(
+    states: States, gpu: int, need_mib: float, now: float, can_offload: CanOffload
+) -> list[Action]:
+    """Free at least ``need_mib`` of VRAM on ``gpu``, cheapest loss first."""
+    pending = sum(s.vram_mib for s in states.values()
+                  if s.device == "stopping" and s.config.gpu == gpu)
+    need = need_mib - pending
+    actions: list[Action] = []
+    candidates = sorted(
+        (s for s in states.values() if s.on_gpu and s.config.gpu == gpu and evictable_now(s, now)),
+        key=lambda s: eviction_rank(s, now),
+    )
+    for s in candidates:
+        if need <= 0:
+            break
+        if priority_of(s, now) != "evictable" and can_offload(s):
+            actions.append(Offload(s.name, "pressure"))
+        else:
+            actions.append(Unload(s.name, "pressure"))
+        need -= s.vram_mib
+    return actions
+
+
+def ram_relief(states: States, need_mib: float, now: float) -> list[Action]:
+    """Free at least ``need_mib`` of host RAM by unloading CPU models, LRU first."""
+    pending = sum(s.ram_mib for s in states.values() if s.device == "stopping")
+    need = need_mib - pending
+    actions: list[Action] = []
+    candidates = sorted(
+        (s for s in states.values() if s.device == "cpu" and evictable_now(s, now)),
+        key=lambda s: eviction_rank(s, now),
+    )
+    for s in candidates:
+        if need <= 0:
+            break
+        actions.append(Unload(s.name, "pressure"))
+        need -= s.ram_mib
+    return actions
+
+
+def plan_load(
+    states: States, name: str, free_mib: float | None, now: float, estimate: Estimate,
+    reason: str = "user",
+) -> list[Action] | Refusal:
+    """Load ``name`` if it fits; else swap out the lowest-priority, least recent GPU models
+    that free enough; else (placement auto) fall back to the CPU; else refuse."""
+    state = states[name]
+    if state.live:
+        return Refusal(name, f"{name} is already {state.device}")
+    placement = state.placement
+    if placement == "cpu" or free_mib is None:
+        return [Load(name, placement, reason)]
+    need = estimate(state.config, placement)
+    if need <= free_mib:
+        return [Load(name, placement, reason)]
+    victims = _swap_victims(states, state, need - free_mib, now)
+    if victims is not None:
+        evict: list[Action] = [Unload(v, "swap", for_model=name) for v in victims]
+        return [*evict, Load(name, placement, reason)]
+    if placement == "auto":
+        return [Load(name, "cpu", reason)]
+    return Refusal(
+        name,
+        f"{name} needs about {need:.0f} MiB of VRAM on GPU {state.config.gpu} but only "
+        f"{free_mib:.0f} MiB is free, and unloading every model that may be unloaded "
+        "would not free enough",
+    )
+
+
+def _swap_victims(states: States, wanted: ModelState, shortfall: float,
+                  now: float) -> list[str] | None:
+    gpu = wanted.config.gpu
+    candidates = sorted(
+        (s for s in states.values()
+         if s.name != wanted.name and s.on_gpu and s.config.gpu == gpu
+         and evictable_now(s, now)),
+        key=lambda s: eviction_rank(s, now),
+    )
+    chosen: list[str] = []
+    for s in candidates:
+        if shortfall <= 0:
+            break
+        chosen.append(s.name)
+        shortfall -= s.vram_mib
+    return chosen if shortfall <= 0 else None
+
+
+def restore_actions(states: States, free_mib: Mapping[int, float | None], now: float,
+                    estimate: Estimate) -> list[Action]:
+    """Bring back models evicted by a swap once the displacer is idle (or gone) and the
+    model fits again. One restore per GPU per pass, most important first."""
+    actions: list[Action] = []
+    budget = dict(free_mib)
+    waiting = sorted(
+        (s for s in states.values() if s.displaced_by is not None and s.device == "unloaded"
+         and not s.user_unloaded),
+        key=lambda s: eviction_rank(s, now), reverse=True,
+    )
+    for s in waiting:
+        displacer = states.get(s.displaced_by or "")
+        if displacer is not None and displacer.live and priority_of(displacer, now) in (
+                "active", "warm"):
+            continue
+        room = budget.get(s.config.gpu)
+        need = estimate(s.config, s.placement)
+        if room is None or need > room:
+            continue
+        budget[s.config.gpu] = room - need
+        actions.append(Load(s.name, s.placement, "restore"))
+    return actions

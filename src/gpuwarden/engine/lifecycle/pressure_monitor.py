@@ -1,0 +1,68 @@
+"""Checks every sample for pressure, announces changes, and picks the relief."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gpuwarden.engine.events import EventBus, PressureAlert, PressureCleared, PressureRaised
+from gpuwarden.engine.lifecycle import policy
+from gpuwarden.engine.lifecycle.actions import Action
+from gpuwarden.engine.lifecycle.config import PressureConfig
+from gpuwarden.engine.lifecycle.pressure import (
+    Level,
+    PressureKey,
+    alert_due,
+    mib_to_free,
+    read_levels,
+    step_pressure,
+)
+from gpuwarden.engine.lifecycle.state import ModelState
+from gpuwarden.engine.telemetry.snapshot import Snapshot
+
+
+class PressureMonitor:
+    """Holds which pressures are active and when each kind last alerted the user."""
+
+    def __init__(self, cfg: PressureConfig, bus: EventBus) -> None:
+        self._cfg = cfg
+        self._bus = bus
+        self.active: frozenset[PressureKey] = frozenset()
+        self._last_alert: dict[str, float] = {}
+
+    def check(self, snap: Snapshot, states: Mapping[str, ModelState], now: float,
+              can_offload: policy.CanOffload) -> list[Action]:
+        levels = read_levels(snap, self._cfg)
+        self.active, changes = step_pressure(self.active, levels)
+        for change in changes:
+            self._announce(change.raised, change.level, now)
+        actions: list[Action] = []
+        for level in levels:
+            if level.key in self.active:
+                actions += self._relief(level, snap, states, now, can_offload)
+        return actions
+
+    def _announce(self, raised: bool, level: Level, now: float) -> None:
+        key = level.key
+        if not raised:
+            self._bus.publish(PressureCleared(kind=key.kind, gpu=key.gpu, value=level.value,
+                                              threshold=level.clear))
+            return
+        self._bus.publish(PressureRaised(kind=key.kind, gpu=key.gpu, value=level.value,
+                                         threshold=level.enter))
+        if alert_due(self._last_alert, key.kind, now, self._cfg.alert_debounce_s):
+            self._last_alert[key.kind] = now
+            self._bus.publish(PressureAlert(kind=key.kind, gpu=key.gpu, value=level.value,
+                                            threshold=level.enter, throttle=level.throttle()))
+
+    def _relief(self, level: Level, snap: Snapshot, states: Mapping[str, ModelState],
+                now: float, can_offload: policy.CanOffload) -> list[Action]:
+        key = level.key
+        if key.kind == "vram" and key.gpu is not None:
+            gpu = snap.gpu(key.gpu)
+            total = gpu.memory_total_mib if gpu is not None else None
+            if total:
+                return policy.vram_relief(states, key.gpu, mib_to_free(level, total), now,
+                                          can_offload)
+        if key.kind == "ram" and snap.host.ram_total_mib:
+            return policy.ram_relief(states, mib_to_free(level, snap.host.ram_total_mib), now)
+        return []  # cpu and disk: the alert is the action

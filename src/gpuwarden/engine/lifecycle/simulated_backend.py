@@ -1,0 +1,122 @@
+"""A model backend for demos and tests: loading takes ``load_time_s``, and a loaded model
+books its VRAM on the simulated GPU (or RAM on the CPU) until it stops or crashes.
+
+A model that does not fit fails to load with the message llama.cpp would print, so the
+GPU out-of-memory path of the crash policy runs for real against the simulation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from gpuwarden.engine.clock import Clock
+from gpuwarden.engine.lifecycle.backend import ExitCallback, Footprint, Launch, ReadyCallback
+from gpuwarden.engine.lifecycle.crash import DeathReport
+from gpuwarden.engine.telemetry.simulated import SimulatedGpu, SimulatedOutOfMemory, SimulatedProbe
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VRAM_MIB = 4096.0
+DEFAULT_RAM_MIB = 4096.0
+_OOM_LINES = (
+    "ggml_backend_cuda_buffer_type_alloc_buffer: allocating {mib:.0f} MiB on device {gpu}: "
+    "cudaMalloc failed: out of memory",
+    "llama_model_load: error loading model: unable to allocate CUDA0 buffer",
+    "main: exiting due to model loading error",
+)
+
+
+def footprint(launch: Launch) -> Footprint:
+    """What a simulated model holds: VRAM in proportion to its GPU layers, the rest in RAM."""
+    cfg = launch.config
+    vram = cfg.vram_mib or DEFAULT_VRAM_MIB
+    ram = cfg.ram_mib or DEFAULT_RAM_MIB
+    share = launch.gpu_layers / cfg.layers if cfg.layers else 0.0
+    return Footprint(vram_mib=vram * share, ram_mib=ram * (1.0 - share))
+
+
+@dataclass
+class _Running:
+    launch: Launch
+    on_ready: ReadyCallback
+    on_exit: ExitCallback
+    ready_at: float
+    ready: bool = False
+
+
+def owner(model: str) -> str:
+    return f"model:{model}"
+
+
+class SimulatedBackend:
+    kind = "simulated"
+    can_offload = True
+
+    def __init__(self, probe: SimulatedProbe | None, clock: Clock) -> None:
+        self._probe = probe
+        self._clock = clock
+        self._running: dict[str, _Running] = {}
+
+    def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback) -> None:
+        name = launch.config.name
+        fp = footprint(launch)
+        if fp.vram_mib > 0 and not self._book(launch, fp):
+            on_exit(DeathReport(name, launch.instance, exit_code=1,
+                                log_tail=tuple(line.format(mib=fp.vram_mib,
+                                                           gpu=launch.config.gpu)
+                                               for line in _OOM_LINES)))
+            return
+        ready_at = self._clock.time() + launch.config.load_time_s
+        self._running[name] = _Running(launch, on_ready, on_exit, ready_at)
+
+    def _book(self, launch: Launch, fp: Footprint) -> bool:
+        gpu = self._gpu(launch.config.gpu)
+        if gpu is None:
+            return True
+        try:
+            gpu.allocate(owner(launch.config.name), fp.vram_mib)
+        except SimulatedOutOfMemory as exc:
+            log.info("simulated GPU out of memory for %s: %s", launch.config.name, exc)
+            return False
+        return True
+
+    def _gpu(self, index: int) -> SimulatedGpu | None:
+        if self._probe is None or index >= self._probe.count:
+            return None
+        return self._probe.gpu(index)
+
+    def stop(self, model: str, instance: int) -> None:
+        run = self._take(model, instance)
+        if run is not None:
+            run.on_exit(DeathReport(model, instance, exit_code=0, expected=True))
+
+    def crash(self, model: str, exit_code: int = 137, log_tail: tuple[str, ...] = ()) -> bool:
+        """Kill a running model as the kernel or a bug would (scenario `crash`)."""
+        run = self._running.get(model)
+        if run is None:
+            return False
+        self._take(model, run.launch.instance)
+        signal = 9 if exit_code == 137 else None
+        run.on_exit(DeathReport(model, run.launch.instance, exit_code=exit_code, signal=signal,
+                                log_tail=log_tail))
+        return True
+
+    def _take(self, model: str, instance: int) -> _Running | None:
+        run = self._running.get(model)
+        if run is None or run.launch.instance != instance:
+            return None
+        del self._running[model]
+        gpu = self._gpu(run.launch.config.gpu)
+        if gpu is not None:
+            gpu.release(owner(model))
+        return run
+
+    def poll(self, now: float) -> None:
+        for run in list(self._running.values()):
+            if not run.ready and now >= run.ready_at:
+                run.ready = True
+                run.on_ready(run.launch.instance, footprint(run.launch))
+
+    def running(self) -> list[str]:
+        return sorted(self._running)

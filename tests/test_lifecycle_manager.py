@@ -1,0 +1,163 @@
+"""The manager end to end on a fake clock, with the simulated GPU and backend."""
+
+from gpuwarden.engine.lifecycle.config import RestartConfig
+from lifecycle_helpers import model
+from lifecycle_rig import Rig
+
+GIB = 1024.0
+
+
+def test_load_books_vram_then_idle_timeout_unloads_and_frees_it():
+    rig = Rig(model("llama", vram_mib=8 * GIB, load_time_s=2.0, idle_timeout_s=300.0))
+    used_before = rig.snap.gpus[0].memory_used_mib
+    assert rig.manager.load("llama").ok
+    assert rig.device("llama") == "loading"
+    rig.step(2.0)
+    assert rig.device("llama") == "gpu"
+    assert rig.snap.gpus[0].memory_used_mib - used_before == 8 * GIB
+    rig.step(299.0, every=10.0)
+    assert rig.device("llama") == "gpu"
+    rig.step(2.0)
+    assert rig.device("llama") == "unloaded"
+    assert rig.of("model.unloaded")[0].reason == "idle"
+    assert rig.snap.gpus[0].memory_used_mib == used_before
+
+
+def test_external_vram_grab_raises_pressure_and_evicts_in_the_same_sample():
+    rig = Rig(model("old", vram_mib=6 * GIB, idle_timeout_s=100.0, eviction="pressure"),
+              model("busy", vram_mib=6 * GIB, eviction="pressure"))
+    rig.manager.load("old")
+    rig.manager.load("busy")
+    rig.step(1.0)
+    rig.step(200.0, every=50.0)
+    rig.manager.notify_access("busy")
+    mark = len(rig.events)
+    rig.gpu.grab_external("blender", 10 * GIB)
+    rig.step(1.0)
+    kinds = rig.types(mark)
+    assert kinds.index("pressure.raised") < kinds.index("model.unloaded")
+    assert [e.model for e in rig.of("model.unloaded")] == ["old"]  # not the one just used
+    assert rig.of("model.unloaded")[0].reason == "pressure"
+    assert rig.device("busy") == "gpu"
+    rig.step(1.0)
+    assert "pressure.cleared" in rig.types(mark)
+
+
+def test_in_use_model_is_never_evicted():
+    rig = Rig(model("serving", vram_mib=12 * GIB, idle_timeout_s=10.0, eviction="pressure"))
+    rig.manager.load("serving")
+    rig.step(100.0, every=10.0)
+    with rig.manager.in_use("serving"):
+        rig.gpu.grab_external("game", 11 * GIB)
+        rig.step(5.0)
+        assert rig.device("serving") == "gpu"
+    rig.clock.advance(100.0)
+    rig.step(1.0)
+    assert rig.device("serving") == "unloaded"
+
+
+def test_crash_restarts_after_the_backoff_with_one_process_only():
+    rig = Rig(model("m", load_time_s=0.5))
+    rig.manager.load("m")
+    rig.step(1.0)
+    assert rig.backend.crash("m", exit_code=137)
+    crashed = rig.of("model.crashed", "m")[0]
+    assert crashed.kind == "oom_killed"
+    scheduled = rig.of("model.restart_scheduled", "m")[0]
+    assert scheduled.delay_s == 1.0 and scheduled.attempt == 1
+    rig.step(0.5, every=0.5)
+    assert rig.device("m") == "crashed"
+    rig.step(0.5, every=0.5)
+    assert rig.device("m") == "loading"
+    rig.step(1.0)
+    assert rig.device("m") == "gpu"
+    assert rig.backend.running() == ["m"]
+
+
+def test_five_crashes_in_a_row_give_up_but_pinned_models_keep_trying():
+    rig = Rig(model("flaky", load_time_s=0.0), model("pinned", eviction="never", load_time_s=0.0),
+              restart=RestartConfig(backoff_base_s=1.0, backoff_cap_s=4.0))
+    rig.manager.load("flaky")
+    rig.manager.load("pinned")
+    for _ in range(7):
+        rig.step(1.0)
+        for name in ("flaky", "pinned"):
+            if rig.device(name) == "gpu":
+                rig.backend.crash(name, exit_code=1)
+        rig.step(10.0, every=1.0)
+    exhausted = rig.of("model.restart_exhausted")
+    assert [e.model for e in exhausted] == ["flaky"] and exhausted[0].attempts == 5
+    assert len(rig.of("model.crashed", "flaky")) == 5
+    assert len(rig.of("model.crashed", "pinned")) == 7
+    assert max(e.delay_s for e in rig.of("model.restart_scheduled", "pinned")) == 4.0
+    assert rig.manager.load("flaky").ok  # by hand, it may try again
+
+
+def test_user_unload_cancels_a_scheduled_restart_for_good():
+    rig = Rig(model("m"))
+    rig.manager.load("m")
+    rig.step(1.0)
+    rig.backend.crash("m", exit_code=1)
+    assert rig.manager.state("m").restart_at is not None
+    assert rig.manager.unload("m").ok
+    rig.step(120.0, every=5.0)
+    assert rig.device("m") in ("crashed", "unloaded")
+    assert rig.of("model.loading", "m").__len__() == 1
+
+
+def test_swap_evicts_for_a_new_model_and_restores_when_it_idles():
+    rig = Rig(model("a", vram_mib=16 * GIB, placement="gpu", idle_timeout_s=1000.0),
+              model("b", vram_mib=12 * GIB, placement="gpu", idle_timeout_s=120.0))
+    rig.manager.load("a")
+    rig.step(100.0, every=10.0)
+    assert rig.manager.load("b").ok
+    assert rig.of("swap.evicted")[0].model == "a" and rig.of("swap.evicted")[0].for_model == "b"
+    rig.step(1.0)
+    assert rig.device("b") == "gpu" and rig.device("a") == "unloaded"
+    rig.manager.notify_access("b")
+    rig.step(30.0, every=10.0)
+    assert rig.device("a") == "unloaded"  # b is still in use recently
+    rig.step(200.0, every=10.0)  # b goes idle, then its idle timeout unloads it
+    assert rig.of("swap.restored")[0].model == "a"
+    assert rig.device("a") == "gpu"
+
+
+def test_gpu_out_of_memory_at_load_downgrades_to_partial_offload():
+    rig = Rig(model("m", vram_mib=10 * GIB, placement="gpu", layers=32))
+    rig.gpu.grab_external("sneaky", 18 * GIB)  # after the last sample: the plan thinks it fits
+    assert rig.manager.load("m").ok
+    crashed = rig.of("model.crashed", "m")[0]
+    assert crashed.kind == "gpu_oom" and any("out of memory" in line for line in crashed.log_tail)
+    assert rig.of("model.restart_scheduled", "m")[0].placement == "16"
+    rig.step(2.0)
+    state = rig.manager.state("m")
+    assert state.device == "partial" and state.gpu_layers == 16
+    assert rig.of("model.ready", "m")[0].vram_mib == 5 * GIB
+
+
+def test_offload_moves_a_model_to_the_cpu():
+    rig = Rig(model("m", vram_mib=8 * GIB, ram_mib=9 * GIB))
+    rig.manager.load("m")
+    rig.step(1.0)
+    assert rig.manager.offload("m").ok
+    rig.step(1.0)
+    assert rig.device("m") == "cpu"
+    assert rig.of("model.offloaded")[0].freed_vram_mib == 8 * GIB
+    assert rig.manager.state("m").vram_mib == 0 and rig.manager.state("m").ram_mib == 9 * GIB
+    refused = rig.manager.offload("m")
+    assert not refused.ok and "not on a GPU" in refused.message
+
+
+def test_loading_that_takes_too_long_is_a_startup_timeout():
+    rig = Rig(model("slow", load_time_s=500.0),
+              restart=RestartConfig(startup_timeout_s=30.0))
+    rig.manager.load("slow")
+    rig.step(31.0)
+    assert rig.of("model.crashed", "slow")[0].kind == "startup_timeout"
+
+
+def test_admin_refusals_say_why():
+    rig = Rig(model("m"))
+    result = rig.manager.load("nope")
+    assert not result.ok and "no model named 'nope'" in result.message
+    assert rig.manager.unload("m").ok  # not loaded: nothing to do, not an error
