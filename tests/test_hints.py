@@ -160,3 +160,17 @@ def test_one_bad_entry_is_dropped_and_reported_while_the_rest_load(
 def test_default_path_is_in_the_user_data_folder(tmp_path: Path) -> None:
     path = default_hints_path()
     assert path.name == "hints.json" and path.is_relative_to(tmp_path)
+
+
+def test_a_users_pin_outlives_the_24_hour_staleness(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "hints.json"
+    store, _ = restart(path, clock)
+    store.update("pinned", eviction_override="never", priority_override=3,
+                 last_access_ts=T0, access_count=9)
+    store.save()
+    clock.advance(STALE_AFTER_S * 3)
+    again, problems = restart(path, clock)
+    kept = again.get("pinned")
+    assert problems == []
+    assert (kept.eviction_override, kept.priority_override) == ("never", 3)
+    assert kept.last_access_ts is None and kept.access_count == 0  # usage data went stale

@@ -16,7 +16,7 @@ from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions, build_sampl
 from gpuwarden.engine.telemetry.sampler import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from gpuwarden.engine.telemetry.scenario import ScenarioError
 
-SUBCOMMANDS = ("status",)
+SUBCOMMANDS = ("status", "headless")
 EXIT_USAGE = 2
 
 
@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print one snapshot of the GPU(s) and host")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_telemetry_options(status, top=False)
+    headless = sub.add_parser(
+        "headless", help="run the engine (telemetry and model lifecycle) with no window")
+    headless.add_argument("--config", type=Path, metavar="FILE",
+                          help="the models and limits (default: the user config file)")
+    headless.add_argument("--duration", type=_positive_seconds, metavar="SECONDS",
+                          help="stop after this long (default: until Ctrl+C / SIGTERM)")
+    headless.add_argument("--events", choices=("-",), metavar="-",
+                          help="print every event as one JSON line to stdout")
+    _add_telemetry_options(headless, top=False)
     return parser
 
 
@@ -127,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "headless":
+            from gpuwarden.headless import cmd_headless
+
+            return cmd_headless(args, _options(args))
         from gpuwarden.app.main import run_gui
 
         return run_gui(args, _options(args))

@@ -299,3 +299,15 @@ class SwapRestored(Event):
 
     def describe(self) -> str:
         return f"{self.model}: restored now that {self.after} is idle"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageError(Event):
+    """gpuwarden could not write one of its own files (journal, hints): disk full, rights."""
+
+    TYPE: ClassVar[str] = "storage.error"
+    path: str
+    message: str
+
+    def describe(self) -> str:
+        return f"cannot write {self.path}: {self.message}"

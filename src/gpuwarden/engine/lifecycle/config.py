@@ -31,8 +31,8 @@ from gpuwarden.engine.tomlcheck import (
     read_text,
     show,
     strings,
-    text as string,
 )
+from gpuwarden.engine.tomlcheck import text as string
 
 PlacementMode = Literal["gpu", "cpu", "auto"]
 Placement: TypeAlias = PlacementMode | int  # int >= 0: number of GPU layers (partial offload)
@@ -167,7 +167,7 @@ RESTART_FIELDS: Mapping[str, FieldSpec] = {
     "backoff_base_s": number(positive=True),
     "backoff_cap_s": number(positive=True),
     "healthy_reset_s": number(0),
-    "max_consecutive": integer(0),
+    "max_consecutive": integer(1),
     "startup_timeout_s": number(positive=True),
 }
 TOP_FIELDS: Mapping[str, FieldSpec] = {"sample_interval_s": number(0.25, 10)}
@@ -204,7 +204,7 @@ def _problem(problem: TomlProblem, entry: str | None, suffix: str = "") -> Confi
     return ConfigProblem(problem.path, problem.line, entry, problem.field, problem.message + suffix)
 
 
-def pressure_settings(pressure: PressureConfig) -> dict[str, float]:
+def _pressure_settings(pressure: PressureConfig) -> dict[str, float]:
     """``pressure`` as the ``[pressure]`` table writes it."""
     flat = {
         "disk_free_enter_gib": pressure.disk.enter_below_gib,
@@ -272,7 +272,7 @@ class _Parser:
         return {**defaults, **{k: specs[k].normalize(v) for k, v in good.items()}}
 
     def pressure(self, table: Table) -> dict[str, float]:
-        defaults = pressure_settings(PressureConfig())
+        defaults = _pressure_settings(PressureConfig())
         values = self.settings(table, PRESSURE_FIELDS, defaults)
         for pair in PRESSURE_ORDER:
             try:
@@ -323,7 +323,8 @@ class _Parser:
             self.names[name] = table.line
             return []
         first = self.names[name]
-        msg = f"duplicate model name {name!r} (first used on line {first})"
+        where = "" if first is None else f" (first used on line {first})"
+        msg = f"duplicate model name {name!r}{where}"
         return [self.doc.fail(self.doc.key_line(table.line, "name"), "name", msg)]
 
     def model_path(self, table: Table, value: str, problems: list[TomlProblem]) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 from gpuwarden.engine import paths
 from gpuwarden.engine.atomic import atomic_write_json
 from gpuwarden.engine.clock import Clock
+from gpuwarden.engine.lifecycle.config import EVICTION_POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 STALE_AFTER_S = 24 * 3600
-EVICTION_POLICIES = ("idle", "pressure", "never")
+
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,12 @@ class HintStore:
                 problems.append(f"hints for model {name!r} were invalid ({why}) and were dropped")
                 self._dirty = True
             elif hints.updated_ts < cutoff:
-                log.info("dropping stale hints for %s (unchanged for over 24 h)", name)
+                # Usage data goes stale; a choice the user made (pin, priority) does not.
+                kept = _overrides_only(hints)
+                log.info("dropping stale usage hints for %s (unchanged for over 24 h)", name)
                 self._dirty = True
+                if kept is not None:
+                    self._hints[name] = kept
             else:
                 self._hints[name] = hints
         return problems
@@ -190,6 +195,13 @@ class HintStore:
             f"{self.path.name} was unreadable ({why}) and was moved to {target.name}; "
             "starting with no hints"
         )
+
+
+def _overrides_only(h: ModelHints) -> ModelHints | None:
+    if h.eviction_override is None and h.priority_override is None:
+        return None
+    return ModelHints(eviction_override=h.eviction_override,
+                      priority_override=h.priority_override, updated_ts=h.updated_ts)
 
 
 def _short(exc: ValueError) -> str:

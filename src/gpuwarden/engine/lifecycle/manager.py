@@ -24,6 +24,7 @@ from gpuwarden.engine.events import (
     ModelRestartExhausted,
     ModelRestartScheduled,
     ModelUnloaded,
+    StorageError,
     SwapEvicted,
     SwapRestored,
 )
@@ -32,6 +33,7 @@ from gpuwarden.engine.lifecycle.actions import Action, Load, Offload, Refusal, U
 from gpuwarden.engine.lifecycle.backend import Backend, Footprint, Launch, ReadyCallback
 from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy, Placement
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib, resolve
+from gpuwarden.engine.lifecycle.hints import HintStore
 from gpuwarden.engine.lifecycle.pressure_monitor import PressureMonitor
 from gpuwarden.engine.lifecycle.state import CrashRecord, ModelState, initial_state
 from gpuwarden.engine.telemetry.snapshot import Snapshot
@@ -39,6 +41,7 @@ from gpuwarden.engine.telemetry.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 MAX_CRASH_HISTORY = 20
+HINTS_SAVE_EVERY_S = 60.0
 _OFFLOAD = "offload:"  # stop reason prefix: come back on the CPU once stopped
 _TIMED_OUT = "startup_timeout"
 
@@ -53,7 +56,8 @@ class AdminResult:
 
 class LifecycleManager:
     def __init__(self, config: Config, backends: Mapping[str, Backend], *, bus: EventBus,
-                 clock: Clock, estimate: policy.Estimate = estimate_vram_mib) -> None:
+                 clock: Clock, estimate: policy.Estimate = estimate_vram_mib,
+                 hints: HintStore | None = None) -> None:
         self._cfg = config
         self._backends = dict(backends)
         self._bus = bus
@@ -66,6 +70,39 @@ class LifecycleManager:
         self._waiting: dict[str, tuple[Load, tuple[str, ...]]] = {}  # load after a swap
         self._snapshot: Snapshot | None = None
         self.pressure = PressureMonitor(config.pressure, bus)
+        self._hints = hints
+        self._hints_saved_at = clock.time()
+        self._hints_failing = False
+        if hints is not None:
+            self._apply_hints(hints)
+
+    def _apply_hints(self, hints: HintStore) -> None:
+        for name, s in self._states.items():
+            h = hints.get(name)
+            self._put(s.replace(last_access=h.last_access_ts, access_count=h.access_count,
+                                eviction_override=h.eviction_override,
+                                priority_override=h.priority_override))
+
+    def save_hints(self) -> None:
+        """Write the persisted hints now (also done every minute and at shutdown)."""
+        with self._lock:
+            if self._hints is None:
+                return
+            self._hints_saved_at = self._clock.time()
+            try:
+                self._hints.save()
+            except OSError as exc:
+                log.warning("cannot save hints to %s", self._hints.path, exc_info=True)
+                if not self._hints_failing:
+                    self._bus.publish(StorageError(path=str(self._hints.path),
+                                                   message=exc.strerror or str(exc)))
+                self._hints_failing = True
+                return
+            self._hints_failing = False
+
+    def _remember(self, name: str, **changes: object) -> None:
+        if self._hints is not None:
+            self._hints.update(name, **changes)
 
     # -- views ----------------------------------------------------------------------
 
@@ -97,6 +134,8 @@ class LifecycleManager:
             self._apply_all(policy.restore_actions(self._states, self._free_vram(), now,
                                                    self._estimate))
             self._tick(now)
+            if now - self._hints_saved_at >= HINTS_SAVE_EVERY_S:
+                self.save_hints()
 
     def tick(self) -> None:
         """Fire due restarts and time-outs without waiting for the next sample."""
@@ -175,6 +214,7 @@ class LifecycleManager:
             if (err := self._unknown(name)) is not None:
                 return err
             self._put(self._states[name].replace(eviction_override=eviction))
+            self._remember(name, eviction_override=eviction)
             return AdminResult(True, f"{name}: eviction policy {eviction or 'from config'}")
 
     def set_priority(self, name: str, priority: int | None) -> AdminResult:
@@ -182,14 +222,16 @@ class LifecycleManager:
             if (err := self._unknown(name)) is not None:
                 return err
             self._put(self._states[name].replace(priority_override=priority))
+            self._remember(name, priority_override=priority)
             return AdminResult(True, f"{name}: priority {priority}")
 
     def notify_access(self, name: str) -> None:
         with self._lock:
             s = self._states.get(name)
             if s is not None:
-                self._put(s.replace(last_access=self._clock.time(),
-                                    access_count=s.access_count + 1))
+                now = self._clock.time()
+                self._put(s.replace(last_access=now, access_count=s.access_count + 1))
+                self._remember(name, last_access_ts=now, access_count=s.access_count + 1)
 
     @contextmanager
     def in_use(self, name: str) -> Iterator[None]:
@@ -217,6 +259,7 @@ class LifecycleManager:
                 self._put(s.replace(restart_at=None, user_unloaded=True))
                 if s.live:
                     self._stop(s.name, "shutdown")
+            self.save_hints()
 
     # -- carrying out actions ------------------------------------------------------------
 

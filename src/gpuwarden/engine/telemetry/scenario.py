@@ -92,6 +92,8 @@ register_action("unsupported", {"field": choice(SWITCHABLE_FIELDS)})
 register_action("supported", {"field": choice(SWITCHABLE_FIELDS)})
 register_action("gpu_lost", {})
 register_action("gpu_back", {})
+# Applied by the engine service to the simulated model backend, not by the GPU.
+register_action("crash", {"model": text(), "exit_code": integer(0, 255, default=137)})
 
 PROFILE_FIELDS: Mapping[str, FieldSpec] = MappingProxyType(
     {
