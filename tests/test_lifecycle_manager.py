@@ -161,3 +161,37 @@ def test_admin_refusals_say_why():
     result = rig.manager.load("nope")
     assert not result.ok and "no model named 'nope'" in result.message
     assert rig.manager.unload("m").ok  # not loaded: nothing to do, not an error
+
+
+def test_usage_and_user_choices_survive_a_restart_of_gpuwarden(tmp_path):
+    from gpuwarden.engine.clock import FakeClock
+    from gpuwarden.engine.events import EventBus
+    from gpuwarden.engine.lifecycle.config import Config
+    from gpuwarden.engine.lifecycle.hints import HintStore
+    from gpuwarden.engine.lifecycle.manager import LifecycleManager
+
+    clock = FakeClock()
+    config = Config(models=(model("m"), model("n")))
+
+    def start() -> LifecycleManager:
+        hints = HintStore(tmp_path / "hints.json", clock)
+        assert hints.load() == []
+        return LifecycleManager(config, {}, bus=EventBus(clock=clock), clock=clock, hints=hints)
+
+    first = start()
+    first.notify_access("m")
+    first.notify_access("m")
+    assert first.set_policy("n", "never").ok
+    assert first.set_priority("n", 9).ok
+    first.shutdown()  # saves
+    clock.advance(3600.0)
+    second = start()
+    m, n = second.state("m"), second.state("n")
+    assert m.access_count == 2 and m.last_access == clock.time() - 3600.0
+    assert n.eviction == "never" and n.priority_hint == 9
+
+
+def test_a_model_whose_backend_is_missing_is_refused_with_a_reason():
+    rig = Rig(model("real", backend="llama-server", path=None))
+    result = rig.manager.load("real")
+    assert not result.ok and "llama-server" in result.message

@@ -146,14 +146,19 @@ class LifecycleManager:
             self._tick(now)
 
     def _tick(self, now: float) -> None:
-        for s in list(self._states.values()):
-            if s.restart_at is not None and s.restart_at <= now and not s.live:
-                self._put(s.replace(restart_at=None))
-                if not s.user_unloaded:
-                    self._start(Load(s.name, s.placement, "restart"))
-            elif s.device == "loading" and s.loaded_at is not None and \
-                    now - s.loaded_at > self._cfg.restart.startup_timeout_s:
-                self._stop(s.name, _TIMED_OUT)
+        for name in list(self._states):
+            self._due(name, now)
+
+    def _due(self, name: str, now: float) -> None:
+        """Fire this model's restart if it is due; stop it if loading takes too long."""
+        s = self._states[name]
+        if s.restart_at is not None and s.restart_at <= now and not s.live:
+            self._put(s.replace(restart_at=None))
+            if not s.user_unloaded:
+                self._start(Load(s.name, s.placement, "restart"))
+        elif s.device == "loading" and s.loaded_at is not None and \
+                now - s.loaded_at > self._cfg.restart.startup_timeout_s:
+            self._stop(s.name, _TIMED_OUT)
 
     # -- user requests ------------------------------------------------------------------
 
@@ -164,6 +169,9 @@ class LifecycleManager:
             s = self._states[name]
             if s.loaded or s.device == "loading":
                 return AdminResult(True, f"{name} is already {s.device}")
+            if s.config.backend not in self._backends:
+                return AdminResult(False, f"the {s.config.backend} backend is not available "
+                                          f"in this version of gpuwarden, so {name} cannot load")
             self._put(s.replace(user_unloaded=False, gave_up=False, restart_at=None,
                                 consecutive_crashes=0 if s.gave_up else s.consecutive_crashes))
             plan = policy.plan_load(self._states, name, self._free_vram().get(s.config.gpu),
@@ -206,7 +214,7 @@ class LifecycleManager:
                 self._stop(name, "restart")
             self._put(self._states[name].replace(restart_at=self._clock.time(),
                                                  user_unloaded=False, gave_up=False))
-            self._tick(self._clock.time())
+            self._due(name, self._clock.time())
             return AdminResult(True, f"restarting {name}")
 
     def set_policy(self, name: str, eviction: EvictionPolicy | None) -> AdminResult:
@@ -354,7 +362,7 @@ class LifecycleManager:
             else:
                 self._after_crash(self._states[report.model], kind, report)
             self._release_waiting()
-            self._tick(self._clock.time())
+            self._due(report.model, self._clock.time())
 
     def _after_clean_exit(self, before: ModelState, reason: str) -> None:
         if reason.startswith(_OFFLOAD):
