@@ -7,7 +7,11 @@ manager only needs the hook.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from gpuwarden.engine.lifecycle.config import ModelConfig, Placement
+from gpuwarden.engine.lifecycle.state import ModelState
+from gpuwarden.engine.telemetry.snapshot import Snapshot
 
 DEFAULT_VRAM_MIB = 4096.0
 _OVERHEAD = 1.2
@@ -46,3 +50,17 @@ def estimate_vram_mib(config: ModelConfig, placement: Placement) -> float:
     if device == "cpu":
         return 0.0
     return full_vram_mib(config) * layers / config.layers
+
+
+def free_vram_mib(snap: Snapshot | None, states: Iterable[ModelState],
+                  estimate: Callable[[ModelConfig, Placement], float]) -> dict[int, float | None]:
+    """Free MiB per GPU: the last sample, less what loads started since then will take."""
+    if snap is None:
+        return {}
+    free: dict[int, float | None] = {g.index: g.memory_free_mib for g in snap.gpus}
+    for s in states:
+        room = free.get(s.config.gpu)
+        started_since = s.loaded_at is not None and s.loaded_at > snap.ts
+        if s.device == "loading" and started_since and room is not None:
+            free[s.config.gpu] = room - estimate(s.config, s.placement)
+    return free

@@ -24,7 +24,6 @@ from gpuwarden.engine.events import (
     ModelRestartExhausted,
     ModelRestartScheduled,
     ModelUnloaded,
-    StorageError,
     SwapEvicted,
     SwapRestored,
 )
@@ -32,7 +31,8 @@ from gpuwarden.engine.lifecycle import crash, policy
 from gpuwarden.engine.lifecycle.actions import Action, Load, Offload, Refusal, Unload
 from gpuwarden.engine.lifecycle.backend import Backend, Footprint, Launch, ReadyCallback
 from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy, Placement
-from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib, resolve
+from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib, free_vram_mib, resolve
+from gpuwarden.engine.lifecycle.hint_keeper import HintKeeper
 from gpuwarden.engine.lifecycle.hints import HintStore
 from gpuwarden.engine.lifecycle.pressure_monitor import PressureMonitor
 from gpuwarden.engine.lifecycle.state import CrashRecord, ModelState, initial_state
@@ -41,7 +41,6 @@ from gpuwarden.engine.telemetry.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 MAX_CRASH_HISTORY = 20
-HINTS_SAVE_EVERY_S = 60.0
 _OFFLOAD = "offload:"  # stop reason prefix: come back on the CPU once stopped
 _TIMED_OUT = "startup_timeout"
 
@@ -70,39 +69,13 @@ class LifecycleManager:
         self._waiting: dict[str, tuple[Load, tuple[str, ...]]] = {}  # load after a swap
         self._snapshot: Snapshot | None = None
         self.pressure = PressureMonitor(config.pressure, bus)
-        self._hints = hints
-        self._hints_saved_at = clock.time()
-        self._hints_failing = False
-        if hints is not None:
-            self._apply_hints(hints)
-
-    def _apply_hints(self, hints: HintStore) -> None:
-        for name, s in self._states.items():
-            h = hints.get(name)
-            self._put(s.replace(last_access=h.last_access_ts, access_count=h.access_count,
-                                eviction_override=h.eviction_override,
-                                priority_override=h.priority_override))
+        self._hints = HintKeeper(hints, bus, clock)
+        self._states = self._hints.restore(self._states)
 
     def save_hints(self) -> None:
         """Write the persisted hints now (also done every minute and at shutdown)."""
         with self._lock:
-            if self._hints is None:
-                return
-            self._hints_saved_at = self._clock.time()
-            try:
-                self._hints.save()
-            except OSError as exc:
-                log.warning("cannot save hints to %s", self._hints.path, exc_info=True)
-                if not self._hints_failing:
-                    self._bus.publish(StorageError(path=str(self._hints.path),
-                                                   message=exc.strerror or str(exc)))
-                self._hints_failing = True
-                return
-            self._hints_failing = False
-
-    def _remember(self, name: str, **changes: object) -> None:
-        if self._hints is not None:
-            self._hints.update(name, **changes)
+            self._hints.save()
 
     # -- views ----------------------------------------------------------------------
 
@@ -134,8 +107,7 @@ class LifecycleManager:
             self._apply_all(policy.restore_actions(self._states, self._free_vram(), now,
                                                    self._estimate))
             self._tick(now)
-            if now - self._hints_saved_at >= HINTS_SAVE_EVERY_S:
-                self.save_hints()
+            self._hints.save_if_due()
 
     def tick(self) -> None:
         """Fire due restarts and time-outs without waiting for the next sample."""
@@ -222,7 +194,7 @@ class LifecycleManager:
             if (err := self._unknown(name)) is not None:
                 return err
             self._put(self._states[name].replace(eviction_override=eviction))
-            self._remember(name, eviction_override=eviction)
+            self._hints.remember(name, eviction_override=eviction)
             return AdminResult(True, f"{name}: eviction policy {eviction or 'from config'}")
 
     def set_priority(self, name: str, priority: int | None) -> AdminResult:
@@ -230,7 +202,7 @@ class LifecycleManager:
             if (err := self._unknown(name)) is not None:
                 return err
             self._put(self._states[name].replace(priority_override=priority))
-            self._remember(name, priority_override=priority)
+            self._hints.remember(name, priority_override=priority)
             return AdminResult(True, f"{name}: priority {priority}")
 
     def notify_access(self, name: str) -> None:
@@ -239,7 +211,7 @@ class LifecycleManager:
             if s is not None:
                 now = self._clock.time()
                 self._put(s.replace(last_access=now, access_count=s.access_count + 1))
-                self._remember(name, last_access_ts=now, access_count=s.access_count + 1)
+                self._hints.remember(name, last_access_ts=now, access_count=s.access_count + 1)
 
     @contextmanager
     def in_use(self, name: str) -> Iterator[None]:
@@ -267,7 +239,7 @@ class LifecycleManager:
                 self._put(s.replace(restart_at=None, user_unloaded=True))
                 if s.live:
                     self._stop(s.name, "shutdown")
-            self.save_hints()
+            self._hints.save()
 
     # -- carrying out actions ------------------------------------------------------------
 
@@ -423,17 +395,7 @@ class LifecycleManager:
         return snap is None or snap.gpu(index) is not None
 
     def _free_vram(self) -> dict[int, float | None]:
-        """Free MiB per GPU: the last sample, less what loads since then will take."""
-        snap = self._snapshot
-        if snap is None:
-            return {}
-        free: dict[int, float | None] = {g.index: g.memory_free_mib for g in snap.gpus}
-        for s in self._states.values():
-            started_since = s.loaded_at is not None and s.loaded_at > snap.ts
-            if s.device == "loading" and started_since and free.get(s.config.gpu) is not None:
-                free[s.config.gpu] = (free[s.config.gpu] or 0.0) - self._estimate(
-                    s.config, s.placement)
-        return free
+        return free_vram_mib(self._snapshot, self._states.values(), self._estimate)
 
 
 

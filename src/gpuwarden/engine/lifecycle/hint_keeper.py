@@ -1,0 +1,62 @@
+"""Keeps the persisted hints in step with the manager and saves them now and then."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from gpuwarden.engine.clock import Clock
+from gpuwarden.engine.events import EventBus, StorageError
+from gpuwarden.engine.lifecycle.hints import HintStore
+from gpuwarden.engine.lifecycle.state import ModelState
+
+log = logging.getLogger(__name__)
+
+SAVE_EVERY_S = 60.0
+
+
+class HintKeeper:
+    """A no-op without a store, so the manager never has to ask."""
+
+    def __init__(self, store: HintStore | None, bus: EventBus, clock: Clock) -> None:
+        self._store = store
+        self._bus = bus
+        self._clock = clock
+        self._saved_at = clock.time()
+        self._failing = False
+
+    def restore(self, states: Mapping[str, ModelState]) -> dict[str, ModelState]:
+        """The states with last use, counts and the user's overrides from the store."""
+        if self._store is None:
+            return dict(states)
+        out = {}
+        for name, s in states.items():
+            h = self._store.get(name)
+            out[name] = s.replace(last_access=h.last_access_ts, access_count=h.access_count,
+                                  eviction_override=h.eviction_override,
+                                  priority_override=h.priority_override)
+        return out
+
+    def remember(self, name: str, **changes: object) -> None:
+        if self._store is not None:
+            self._store.update(name, **changes)
+
+    def save_if_due(self) -> None:
+        if self._clock.time() - self._saved_at >= SAVE_EVERY_S:
+            self.save()
+
+    def save(self) -> None:
+        """Write now; a failure becomes one storage.error event per outage."""
+        if self._store is None:
+            return
+        self._saved_at = self._clock.time()
+        try:
+            self._store.save()
+        except OSError as exc:
+            log.warning("cannot save hints to %s", self._store.path, exc_info=True)
+            if not self._failing:
+                self._bus.publish(StorageError(path=str(self._store.path),
+                                               message=exc.strerror or str(exc)))
+            self._failing = True
+            return
+        self._failing = False
