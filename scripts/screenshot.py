@@ -23,6 +23,8 @@ from PySide6.QtWidgets import QApplication
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.clock import FakeClock
+from gpuwarden.engine.lifecycle.config import Config
+from gpuwarden.engine.service import EngineService, ServicePaths
 from gpuwarden.engine.telemetry.host import PsutilHostProbe
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.scenario import parse_scenario
@@ -115,7 +117,8 @@ def main(out: Path) -> int:
     apply_palette(app, DARK)
     clock = FakeClock(start=time.time() - WARMUP_S)
     sampler = warmed_sampler(clock)
-    bridge = EngineBridge(lambda: sampler, window_s=600.0)
+    service = EngineService(Config(), sampler, ServicePaths(journal=None, hints=None))
+    bridge = EngineBridge(lambda: service, window_s=600.0)
     window = MainWindow(bridge, DARK)
     window.resize(1400, 900)
     window.set_window_seconds(600.0)

@@ -73,7 +73,7 @@ def test_pressure_eviction_and_crash_restart_end_to_end(tmp_path: Path):
     config, problems = load_config(config_path)
     assert problems == []
     clock = FakeClock()
-    service = EngineService(
+    service = EngineService.build(
         config, TelemetryOptions(simulate=SimulateSpec(scenario=scenario_path)),
         ServicePaths(journal=tmp_path / "events.jsonl", hints=tmp_path / "hints.json"),
         clock=clock)

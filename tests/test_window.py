@@ -11,7 +11,9 @@ from PySide6.QtGui import QImage
 
 from gpuwarden.app.bridge import EngineBridge, running_engine_threads
 from gpuwarden.app.window import MainWindow
+from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions, build_sampler
+from gpuwarden.engine.service import EngineService, ServicePaths
 from gpuwarden.engine.telemetry.probe import NoGpuProbe
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.widgets.theme import DARK, LIGHT
@@ -20,16 +22,22 @@ from helpers import StaticHostProbe
 pytestmark = pytest.mark.qt
 
 
-def simulated(count: int) -> Callable[[], Sampler]:
+def service(sampler: Callable[[], Sampler], config: Config | None = None
+            ) -> Callable[[], EngineService]:
+    return lambda: EngineService(config or Config(), sampler(), ServicePaths(None, None))
+
+
+def simulated(count: int, config: Config | None = None) -> Callable[[], EngineService]:
     opts = TelemetryOptions(simulate=SimulateSpec(count=count), interval_s=0.25)
-    return lambda: build_sampler(opts)
+    return service(lambda: build_sampler(opts), config)
 
 
 @pytest.fixture
 def open_window(qtbot):
     made: list[tuple[EngineBridge, MainWindow]] = []
 
-    def _open(factory: Callable[[], Sampler], theme=DARK) -> tuple[EngineBridge, MainWindow]:
+    def _open(factory: Callable[[], EngineService], theme=DARK
+              ) -> tuple[EngineBridge, MainWindow]:
         bridge = EngineBridge(factory)
         window = MainWindow(bridge, theme)
         qtbot.addWidget(window)
@@ -84,7 +92,7 @@ def _distinct_colours(image: QImage) -> int:
 def test_without_a_gpu_the_banner_says_so_and_offers_the_simulated_gpu(qtbot, open_window):
     note = "No NVIDIA GPU driver found. Start with `gpuwarden --simulate` to try it."
     _, window = open_window(
-        lambda: Sampler(NoGpuProbe(note), StaticHostProbe(), interval_s=0.25)
+        service(lambda: Sampler(NoGpuProbe(note), StaticHostProbe(), interval_s=0.25))
     )
     qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=10_000)
     assert "--simulate" in window.banner.text.text()
@@ -113,7 +121,7 @@ def test_a_lost_gpu_is_marked_and_logged_then_comes_back(qtbot, open_window, tmp
         '[[step]]\nat = 1.0\naction = "gpu_back"\ngpu = 1\n'
     )
     opts = TelemetryOptions(simulate=SimulateSpec(scenario=scenario), interval_s=0.25)
-    _, window = open_window(lambda: build_sampler(opts))
+    _, window = open_window(service(lambda: build_sampler(opts)))
 
     def tab_text(i: int) -> str:
         return window.gpu_tabs.tabText(i) if window.gpu_tabs.count() > i else ""
@@ -136,3 +144,15 @@ def test_closing_the_window_stops_the_engine_thread(qtbot):
     qtbot.waitUntil(lambda: bridge.latest is not None, timeout=10_000)
     window.close()
     assert running_engine_threads() == []
+
+
+def test_the_window_runs_the_lifecycle_engine_and_logs_its_events(qtbot, open_window):
+    from lifecycle_helpers import model
+
+    config = Config(models=(model("chat", vram_mib=6000.0, load_time_s=0.3, autostart=True),))
+    _, window = open_window(simulated(1, config))
+    qtbot.waitUntil(lambda: any("model.ready" in t for t in window.event_log.texts()),
+                    timeout=10_000)
+    assert any("model.loading" in t and "chat" in t for t in window.event_log.texts())
+    qtbot.waitUntil(lambda: "5.9 GiB" in window.gpu_panels[0].processes.text()
+                    or "model:chat" in window.gpu_panels[0].processes.text(), timeout=10_000)

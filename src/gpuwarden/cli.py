@@ -60,6 +60,12 @@ def _add_telemetry_options(p: argparse.ArgumentParser, top: bool) -> None:
     p.argument_default = None
 
 
+def _add_config_option(p: argparse.ArgumentParser, top: bool) -> None:
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   default=None if top else argparse.SUPPRESS,
+                   help="the models and limits (default: ~/.config/gpuwarden/config.toml)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpuwarden",
@@ -70,11 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_telemetry_options(parser, top=True)
     parser.set_defaults(models_dir=[])
     parser.add_argument(
-        "--interval", type=_interval_arg, default=1.0, metavar="SECONDS",
-        help=f"sample interval, {MIN_INTERVAL_S} to {MAX_INTERVAL_S} s (default 1)")
+        "--interval", type=_interval_arg, default=None, metavar="SECONDS",
+        help=f"sample interval, {MIN_INTERVAL_S} to {MAX_INTERVAL_S} s (default: the "
+             "config's sample_interval_s, 1 s)")
     parser.add_argument("--history", type=_positive_seconds, default=3600.0, metavar="SECONDS",
                         help="how much history to keep (default 3600 s)")
     parser.add_argument("--theme", choices=("auto", "dark", "light"), default="auto")
+    _add_config_option(parser, top=True)
     parser.add_argument("--quit-after", type=_positive_seconds, metavar="SECONDS",
                         help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -83,8 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_telemetry_options(status, top=False)
     headless = sub.add_parser(
         "headless", help="run the engine (telemetry and model lifecycle) with no window")
-    headless.add_argument("--config", type=Path, metavar="FILE",
-                          help="the models and limits (default: the user config file)")
+    _add_config_option(headless, top=False)
     headless.add_argument("--duration", type=_positive_seconds, metavar="SECONDS",
                           help="stop after this long (default: until Ctrl+C / SIGTERM)")
     headless.add_argument("--events", choices=("-",), metavar="-",
@@ -105,7 +112,7 @@ def _normalise(argv: Sequence[str]) -> list[str]:
 def _options(args: argparse.Namespace) -> TelemetryOptions:
     return TelemetryOptions(
         simulate=args.simulate,
-        interval_s=getattr(args, "interval", 1.0),
+        interval_s=getattr(args, "interval", None) or 1.0,
         history_s=getattr(args, "history", 3600.0),
         disk_paths=tuple(args.models_dir),
         per_core=args.per_core,

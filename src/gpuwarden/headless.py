@@ -11,33 +11,11 @@ from dataclasses import replace
 from types import FrameType
 
 from gpuwarden.engine.events import Event
-from gpuwarden.engine.journal import default_journal_path
-from gpuwarden.engine.lifecycle.config import Config, default_config_path, load_config
-from gpuwarden.engine.lifecycle.hints import default_hints_path
 from gpuwarden.engine.runtime import TelemetryOptions
-from gpuwarden.engine.service import EngineService, ServicePaths
+from gpuwarden.engine.service import EngineService, default_service_paths
+from gpuwarden.startup import ConfigFileMissing, read_config
 
 EXIT_USAGE = 2
-
-
-def _load(args: argparse.Namespace) -> Config | None:
-    path = args.config
-    if path is None:
-        path = default_config_path()
-        if not path.exists():
-            print(f"gpuwarden: no config file at {path}; running with no models "
-                  "(see docs/config.md)", file=sys.stderr)
-            return Config()
-    elif not path.is_file():
-        print(f"gpuwarden: error: {path}: no such config file", file=sys.stderr)
-        return None
-    config, problems = load_config(path)
-    for problem in problems:
-        print(f"gpuwarden: {problem}", file=sys.stderr)
-    if problems:
-        print(f"gpuwarden: {len(config.models)} valid model(s) loaded from {path}; "
-              "the entries above were skipped", file=sys.stderr)
-    return config
 
 
 def _print_event(event: Event) -> None:
@@ -46,13 +24,15 @@ def _print_event(event: Event) -> None:
 
 
 def cmd_headless(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
-    config = _load(args)
-    if config is None:
+    try:
+        config, notes = read_config(args.config)
+    except ConfigFileMissing as exc:
+        print(f"gpuwarden: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    telemetry = replace(telemetry, interval_s=config.sample_interval_s)
-    service = EngineService(config, telemetry,
-                            ServicePaths(journal=default_journal_path(),
-                                         hints=default_hints_path()))
+    for note in notes:
+        print(f"gpuwarden: {note}", file=sys.stderr)
+    telemetry = replace(telemetry, interval_s=args.interval or config.sample_interval_s)
+    service = EngineService.build(config, telemetry, default_service_paths(), problems=notes)
     for problem in service.hint_problems:
         print(f"gpuwarden: {problem}", file=sys.stderr)
     if args.events == "-":

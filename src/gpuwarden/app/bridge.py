@@ -1,8 +1,10 @@
 """The one place where the engine meets Qt.
 
-The engine's sampler runs on its own QThread, ticked by a QTimer that lives in that
-thread; snapshots, history frames and events cross to the UI thread as queued
-signals. User commands travel the other way as signals into the engine thread.
+The engine service (telemetry and the lifecycle manager) runs on its own QThread, ticked
+by QTimers that live in that thread: one per sample, and a single-shot one for the next
+restart that is due between samples. Snapshots, history frames and events cross to the UI
+thread as queued signals; user commands travel the other way as signals into the engine
+thread.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from collections.abc import Callable
 from PySide6.QtCore import QMetaObject, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from gpuwarden.engine.events import Event
-from gpuwarden.engine.runtime import SimulateSpec, make_gpu_probe
-from gpuwarden.engine.telemetry.sampler import Sampler
+from gpuwarden.engine.service import EngineService
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot
 
 log = logging.getLogger(__name__)
@@ -35,28 +36,51 @@ class _EngineWorker(QObject):
     frame = Signal(object)
     event = Signal(object)
 
-    def __init__(self, sampler: Sampler, window_s: float) -> None:
+    def __init__(self, service: EngineService, window_s: float) -> None:
         super().__init__()
-        self._sampler = sampler
+        self._service = service
+        self._sampler = service.sampler
         self._window_s = window_s
         self._timer: QTimer | None = None
-        sampler.bus.subscribe(self.event.emit)
+        self._deadline: QTimer | None = None
+        service.bus.subscribe(self.event.emit)
 
     @Slot()
     def start(self) -> None:
         self._timer = QTimer(self)
         self._timer.setInterval(round(self._sampler.interval_s * 1000))
         self._timer.timeout.connect(self.tick)
-        self._timer.start()
-        for event in self._sampler.bus.recent():  # what happened before the window opened
+        self._deadline = QTimer(self)
+        self._deadline.setSingleShot(True)
+        self._deadline.timeout.connect(self._on_deadline)
+        for event in self._service.bus.recent():  # what happened before the window opened
             self.event.emit(event)
+        self._timer.start()
+        self._service.manager.autostart()
         self.tick()
 
     @Slot()
     def tick(self) -> None:
-        snap = self._sampler.tick()
-        self.snapshot.emit(snap)
-        self._emit_frame(snap)
+        self._service.tick()
+        snap = self._sampler.last
+        if snap is not None:
+            self.snapshot.emit(snap)
+            self._emit_frame(snap)
+        self._arm_deadline()
+
+    @Slot()
+    def _on_deadline(self) -> None:
+        self._service.manager.tick()
+        self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        """Wake up for the next due restart instead of waiting for the next sample."""
+        due = self._service.manager.next_deadline()
+        if self._deadline is None or due is None:
+            return
+        delay_ms = max(0, round((due - self._service.clock.time()) * 1000))
+        if delay_ms < self._sampler.interval_s * 1000:
+            self._deadline.start(delay_ms)
 
     def _emit_frame(self, snap: Snapshot | None) -> None:
         if snap is None:
@@ -70,14 +94,15 @@ class _EngineWorker(QObject):
 
     @Slot(int)
     def use_simulated(self, count: int) -> None:
-        self._sampler.replace_gpu_probe(make_gpu_probe(SimulateSpec(count=count)))
+        self._service.use_simulated(count)
         self.tick()
 
     @Slot()
     def shutdown(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        self._sampler.close()
+        for timer in (self._timer, self._deadline):
+            if timer is not None:
+                timer.stop()
+        self._service.close()
 
 
 class EngineBridge(QObject):
@@ -90,12 +115,13 @@ class EngineBridge(QObject):
     _window_requested = Signal(float)
     _simulate_requested = Signal(int)
 
-    def __init__(self, sampler_factory: Callable[[], Sampler], window_s: float = 60.0) -> None:
+    def __init__(self, service_factory: Callable[[], EngineService],
+                 window_s: float = 60.0) -> None:
         super().__init__()
         self._thread = QThread()
         self._thread.setObjectName("gpuwarden-engine")
         _threads.add(self._thread)
-        self._worker = _EngineWorker(sampler_factory(), window_s)
+        self._worker = _EngineWorker(service_factory(), window_s)
         self._worker.moveToThread(self._thread)
         self._thread.started.connect(self._worker.start)
         self._worker.snapshot.connect(self._on_snapshot)

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
@@ -15,6 +16,8 @@ from PySide6.QtWidgets import QApplication
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
+from gpuwarden.engine.service import EngineService, default_service_paths
+from gpuwarden.startup import ConfigFileMissing, read_config
 from gpuwarden.widgets.theme import apply_palette, pick_theme
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -56,7 +59,16 @@ def run_gui(args: argparse.Namespace, options: TelemetryOptions) -> int:
     app.setWindowIcon(QIcon(str(RESOURCES / "gpuwarden.svg")))
     theme = pick_theme(args.theme)
     apply_palette(app, theme)
-    bridge = EngineBridge(lambda: build_sampler(options))
+    try:
+        config, notes = read_config(args.config)
+    except ConfigFileMissing as exc:
+        print(f"gpuwarden: error: {exc}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"gpuwarden: {note}", file=sys.stderr)
+    options = replace(options, interval_s=args.interval or config.sample_interval_s)
+    bridge = EngineBridge(lambda: EngineService.build(config, options, default_service_paths(),
+                                                      problems=notes))
     window = MainWindow(bridge, theme)
     window.show()
     bridge.start()

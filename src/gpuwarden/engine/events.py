@@ -311,3 +311,14 @@ class StorageError(Event):
 
     def describe(self) -> str:
         return f"cannot write {self.path}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigProblemFound(Event):
+    """An entry or setting of the config file that was skipped or replaced by a default."""
+
+    TYPE: ClassVar[str] = "config.problem"
+    message: str
+
+    def describe(self) -> str:
+        return self.message

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpuwarden.engine.clock import Clock, SystemClock
-from gpuwarden.engine.events import Event, EventBus, StorageError
-from gpuwarden.engine.journal import Journal
+from gpuwarden.engine.events import ConfigProblemFound, Event, EventBus, StorageError
+from gpuwarden.engine.journal import Journal, default_journal_path
 from gpuwarden.engine.lifecycle.backend import Backend
 from gpuwarden.engine.lifecycle.config import Config
-from gpuwarden.engine.lifecycle.hints import HintStore
+from gpuwarden.engine.lifecycle.hints import HintStore, default_hints_path
 from gpuwarden.engine.lifecycle.manager import LifecycleManager
 from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
 from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
+from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.scenario import Scenario, StepCursor
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
 
@@ -32,28 +33,53 @@ class ServicePaths:
     hints: Path | None
 
 
+def default_service_paths() -> ServicePaths:
+    return ServicePaths(journal=default_journal_path(), hints=default_hints_path())
+
+
 class EngineService:
-    def __init__(self, config: Config, telemetry: TelemetryOptions, paths: ServicePaths, *,
-                 clock: Clock | None = None) -> None:
-        self.clock = clock or SystemClock()
-        self.bus = EventBus(clock=self.clock)
+    """Build it with :meth:`build` (from options) or hand it a sampler (tests, scripts)."""
+
+    def __init__(self, config: Config, sampler: Sampler, paths: ServicePaths,
+                 problems: Iterable[object] = ()) -> None:
+        self.config = config
+        self.sampler = sampler
+        self.clock = sampler.clock
+        self.bus = sampler.bus
         self.journal = Journal(paths.journal) if paths.journal is not None else None
         self._journal_failing = False
         if self.journal is not None:
             self.bus.subscribe(self._journal_write)
-        self.sampler = build_sampler(telemetry, bus=self.bus, clock=self.clock)
-        probe = self.sampler.gpu_probe
-        sim = probe if isinstance(probe, SimulatedProbe) else None
-        self.simulated_backend = SimulatedBackend(sim, self.clock)
+        self.simulated_backend = SimulatedBackend(self._simulated_probe(), self.clock)
         backends: dict[str, Backend] = {"simulated": self.simulated_backend}
         self.hints = HintStore(paths.hints, self.clock) if paths.hints is not None else None
         self.hint_problems = self.hints.load() if self.hints is not None else []
         self.manager = LifecycleManager(config, backends, bus=self.bus, clock=self.clock,
                                         hints=self.hints)
         self.sampler.subscribe(self.manager.on_snapshot)
+        sim = self._simulated_probe()
         scenario: Scenario | None = sim.scenario if sim is not None else None
         self._crashes = StepCursor(scenario.steps if scenario else (), actions=("crash",))
         self._started = self.clock.monotonic()
+        for problem in (*problems, *self.hint_problems):
+            self.bus.publish(ConfigProblemFound(message=str(problem)))
+
+    @classmethod
+    def build(cls, config: Config, telemetry: TelemetryOptions, paths: ServicePaths, *,
+              clock: Clock | None = None, problems: Iterable[object] = ()) -> EngineService:
+        clock = clock or SystemClock()
+        sampler = build_sampler(telemetry, bus=EventBus(clock=clock), clock=clock)
+        return cls(config, sampler, paths, problems)
+
+    def _simulated_probe(self) -> SimulatedProbe | None:
+        probe = self.sampler.gpu_probe
+        return probe if isinstance(probe, SimulatedProbe) else None
+
+    def use_simulated(self, count: int = 1) -> None:
+        """Switch the GPU source to simulated GPUs (the no-driver banner's button)."""
+        probe = SimulatedProbe(count=count)
+        self.sampler.replace_gpu_probe(probe)
+        self.simulated_backend.attach(probe)
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         self.bus.subscribe(listener)

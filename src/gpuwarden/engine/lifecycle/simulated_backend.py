@@ -58,6 +58,10 @@ class SimulatedBackend:
         self._clock = clock
         self._running: dict[str, _Running] = {}
 
+    def attach(self, probe: SimulatedProbe) -> None:
+        """Book on these simulated GPUs from now on (what runs now keeps its booking)."""
+        self._probe = probe
+
     def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback) -> None:
         name = launch.config.name
         fp = footprint(launch)

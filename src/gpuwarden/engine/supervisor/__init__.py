@@ -1,0 +1,1 @@
+"""Supervision of real model server processes (llama-server)."""

@@ -1,0 +1,53 @@
+"""Where the llama-server binary is: the config's path, then PATH, then our build cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from gpuwarden.engine import paths
+
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+HOW_TO_GET = (
+    "build it once with `gpuwarden setup llama-server` (about 5 minutes), put llama-server "
+    "on PATH, or set `llama_server = \"/path/to/llama-server\"` in the config"
+)
+
+
+class LlamaServerNotFound(FileNotFoundError):
+    def __init__(self, tried: list[str]) -> None:
+        super().__init__(f"llama-server not found (looked at {', '.join(tried)}); {HOW_TO_GET}")
+
+
+def llama_server_cache_dir(version: str = LLAMA_CPP_PYTHON_VERSION, flavour: str = "cpu") -> Path:
+    return paths.cache_dir() / "llama-server" / f"{version}-{flavour}"
+
+
+def _usable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def cached_llama_server(version: str = LLAMA_CPP_PYTHON_VERSION,
+                        flavour: str = "cpu") -> Path | None:
+    path = llama_server_cache_dir(version, flavour) / "llama-server"
+    return path if _usable(path) else None
+
+
+def find_llama_server(configured: Path | None = None) -> Path:
+    """The binary to run, in the documented order; LlamaServerNotFound says how to get one."""
+    tried: list[str] = []
+    if configured is not None:
+        if _usable(configured):
+            return configured
+        tried.append(f"{configured} (from the config)")
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return Path(on_path)
+    tried.append("PATH")
+    for flavour in ("cuda", "cpu"):
+        cached = cached_llama_server(flavour=flavour)
+        if cached is not None:
+            return cached
+    tried.append(str(llama_server_cache_dir()))
+    raise LlamaServerNotFound(tried)

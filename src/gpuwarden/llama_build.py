@@ -1,0 +1,116 @@
+"""`gpuwarden setup llama-server`: build llama.cpp's server from the sources vendored in
+the llama-cpp-python source distribution on PyPI, once per machine.
+
+The result is one self-contained binary (static libllama/libggml, no curl, no OpenSSL, no
+downloaded web UI) in the user cache folder, keyed by version and flavour, where
+gpuwarden finds it after the config path and PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from gpuwarden.engine.supervisor.locate import (
+    LLAMA_CPP_PYTHON_VERSION,
+    cached_llama_server,
+    llama_server_cache_dir,
+)
+
+CMAKE_FLAGS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_NATIVE=OFF",
+    "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_CURL=OFF",
+)
+
+
+def _say(message: str) -> None:
+    print(f"gpuwarden setup: {message}", file=sys.stderr, flush=True)
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> None:
+    _say("$ " + " ".join(cmd))
+    subprocess.run(cmd, cwd=cwd, check=True)
+
+
+def download_sources(version: str, into: Path) -> Path:
+    """The llama.cpp source tree from the llama-cpp-python sdist (pip, no binary)."""
+    _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:",
+          "--no-deps", "--disable-pip-version-check", "-d", str(into),
+          f"llama-cpp-python=={version}"])
+    sdist = next(into.glob("llama_cpp_python-*.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        tar.extractall(into, filter="data")
+    source = into / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
+    if not (source / "CMakeLists.txt").is_file():
+        raise RuntimeError(f"no llama.cpp sources in {sdist.name}")
+    return source
+
+
+def build(version: str = LLAMA_CPP_PYTHON_VERSION, *, cuda: bool = False,
+          jobs: int | None = None, force: bool = False) -> Path:
+    """Build (unless cached) and return the path of the llama-server binary."""
+    flavour = "cuda" if cuda else "cpu"
+    cached = cached_llama_server(version, flavour)
+    if cached is not None and not force:
+        _say(f"llama-server {version} ({flavour}) is already built: {cached}")
+        return cached
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is not installed; install cmake and a C++ compiler "
+                               "(Debian/Ubuntu: apt-get install cmake g++)")
+    target_dir = llama_server_cache_dir(version, flavour)
+    with tempfile.TemporaryDirectory(prefix="gpuwarden-llama-") as tmp:
+        source = download_sources(version, Path(tmp))
+        build_dir = Path(tmp) / "build"
+        flags = [*CMAKE_FLAGS, f"-DGGML_CUDA={'ON' if cuda else 'OFF'}"]
+        _run(["cmake", "-S", str(source), "-B", str(build_dir), *flags])
+        _run(["cmake", "--build", str(build_dir), "--target", "llama-server", "--parallel",
+              str(jobs or os.cpu_count() or 2)])
+        built = next(build_dir.rglob("llama-server"))
+        target_dir.mkdir(parents=True, exist_ok=True)
+        partial = target_dir / "llama-server.partial"
+        shutil.copy2(built, partial)
+        os.replace(partial, target_dir / "llama-server")  # never a half-copied binary
+    result = target_dir / "llama-server"
+    _say(f"built {result}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpuwarden setup llama-server",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--cuda", action="store_true",
+                        help="build with CUDA (needs the CUDA toolkit, nvcc on PATH)")
+    parser.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION,
+                        help=f"llama-cpp-python version whose sources to build "
+                             f"(default {LLAMA_CPP_PYTHON_VERSION})")
+    parser.add_argument("--jobs", type=int, help="parallel compile jobs (default: all cores)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    args = parser.parse_args(argv)
+    try:
+        path = build(args.version, cuda=args.cuda, jobs=args.jobs, force=args.force)
+    except (RuntimeError, subprocess.CalledProcessError, OSError, StopIteration) as exc:
+        _say(f"error: {exc}")
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""What the window and `gpuwarden headless` share when they start: reading the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpuwarden.engine.lifecycle.config import Config, default_config_path, load_config
+
+
+class ConfigFileMissing(FileNotFoundError):
+    pass
+
+
+def read_config(path: Path | None) -> tuple[Config, list[str]]:
+    """The config and the problems a person should read (file:line: ...).
+
+    An explicit path that does not exist raises ConfigFileMissing; a missing default file
+    means no models yet, which is said as a note, not an error.
+    """
+    if path is None:
+        default = default_config_path()
+        if not default.exists():
+            return Config(), [f"no config file at {default} yet: no models to manage "
+                              "(see docs/config.md)"]
+        path = default
+    elif not path.is_file():
+        raise ConfigFileMissing(f"{path}: no such config file")
+    config, problems = load_config(path)
+    notes = [str(p) for p in problems]
+    if problems:
+        notes.append(f"{len(config.models)} valid model(s) loaded from {path}; the entries "
+                     "above were skipped")
+    return config, notes
