@@ -160,3 +160,37 @@ def test_headless_reports_bad_entries_and_runs_the_good_ones(tmp_path: Path):
     ready = [json.loads(x)["model"] for x in proc.stdout.splitlines()
              if json.loads(x)["type"] == "model.ready"]
     assert ready == ["ok"]
+
+
+def test_cpu_models_book_simulated_ram_and_ram_pressure_unloads_the_least_recent(tmp_path):
+    import psutil
+
+    from gpuwarden.engine.lifecycle.config import Config, ModelConfig
+
+    vm = psutil.virtual_memory()
+    free_mib = vm.available / 2**20
+    total_mib = vm.total / 2**20
+    share = 0.55 * free_mib  # two of these push RAM use over 90 %
+    models = tuple(ModelConfig(name=n, backend="simulated", placement="cpu", ram_mib=share,
+                               load_time_s=0.0, eviction="pressure") for n in ("old", "new"))
+    clock = FakeClock()
+    service = EngineService.build(Config(models=models),
+                                  TelemetryOptions(simulate=SimulateSpec(count=1)),
+                                  ServicePaths(None, None), clock=clock)
+    events: list[Event] = []
+    service.subscribe(events.append)
+    service.manager.load("old")
+    for _ in range(40):
+        service.tick()
+        clock.advance(1.0)
+    service.manager.load("new")
+    service.tick()
+    host = service.sampler.last.host
+    assert host.ram_used_mib is not None and host.ram_used_mib > 0.9 * total_mib
+    clock.advance(1.0)
+    service.tick()  # RAM pressure is seen and relieved in this sample
+    service.close()
+    relief = [e.to_dict() for e in events if e.type == "model.unloaded"]
+    assert relief[0]["model"] == "old" and relief[0]["reason"] == "pressure"
+    assert relief[0]["freed_ram_mib"] == share
+    assert any(e.type == "pressure.raised" and e.to_dict()["kind"] == "ram" for e in events)

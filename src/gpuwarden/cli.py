@@ -16,7 +16,7 @@ from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions, build_sampl
 from gpuwarden.engine.telemetry.sampler import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from gpuwarden.engine.telemetry.scenario import ScenarioError
 
-SUBCOMMANDS = ("status", "headless")
+SUBCOMMANDS = ("status", "headless", "setup")
 EXIT_USAGE = 2
 
 
@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     headless.add_argument("--events", choices=("-",), metavar="-",
                           help="print every event as one JSON line to stdout")
     _add_telemetry_options(headless, top=False)
+    setup = sub.add_parser("setup", help="install a component gpuwarden can run: "
+                                         "`setup llama-server` builds llama.cpp's server")
+    setup.add_argument("component", choices=("llama-server",))
+    setup.add_argument("options", nargs=argparse.REMAINDER,
+                       help="--cuda, --version V, --jobs N, --force")
     return parser
 
 
@@ -143,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "setup":
+            from gpuwarden.llama_build import main as setup_llama_server
+
+            return setup_llama_server(args.options)
         if args.command == "headless":
             from gpuwarden.headless import cmd_headless
 

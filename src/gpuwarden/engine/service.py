@@ -23,6 +23,7 @@ from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.scenario import Scenario, StepCursor
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
+from gpuwarden.engine.telemetry.simulated_ram import HostWithSimulatedRam, SimulatedRam
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,12 @@ class EngineService:
         self._journal_failing = False
         if self.journal is not None:
             self.bus.subscribe(self._journal_write)
-        self.simulated_backend = SimulatedBackend(self._simulated_probe(), self.clock)
+        self.simulated_ram = SimulatedRam()
+        if self._simulated_probe() is not None:  # --simulate: CPU models book RAM too
+            sampler.replace_host_probe(HostWithSimulatedRam(sampler.host_probe,
+                                                            self.simulated_ram))
+        self.simulated_backend = SimulatedBackend(self._simulated_probe(), self.clock,
+                                                  self.simulated_ram)
         backends: dict[str, Backend] = {"simulated": self.simulated_backend}
         self.hints = HintStore(paths.hints, self.clock) if paths.hints is not None else None
         self.hint_problems = self.hints.load() if self.hints is not None else []
@@ -80,6 +86,9 @@ class EngineService:
         probe = SimulatedProbe(count=count)
         self.sampler.replace_gpu_probe(probe)
         self.simulated_backend.attach(probe)
+        if not isinstance(self.sampler.host_probe, HostWithSimulatedRam):
+            self.sampler.replace_host_probe(HostWithSimulatedRam(self.sampler.host_probe,
+                                                                 self.simulated_ram))
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         self.bus.subscribe(listener)

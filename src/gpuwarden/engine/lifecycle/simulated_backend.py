@@ -1,5 +1,6 @@
 """A model backend for demos and tests: loading takes ``load_time_s``, and a loaded model
-books its VRAM on the simulated GPU (or RAM on the CPU) until it stops or crashes.
+books its VRAM on the simulated GPU, and the rest of it in simulated host RAM, until it
+stops or crashes.
 
 A model that does not fit fails to load with the message llama.cpp would print, so the
 GPU out-of-memory path of the crash policy runs for real against the simulation.
@@ -14,6 +15,7 @@ from gpuwarden.engine.clock import Clock
 from gpuwarden.engine.lifecycle.backend import ExitCallback, Footprint, Launch, ReadyCallback
 from gpuwarden.engine.lifecycle.crash import DeathReport
 from gpuwarden.engine.telemetry.simulated import SimulatedGpu, SimulatedOutOfMemory, SimulatedProbe
+from gpuwarden.engine.telemetry.simulated_ram import SimulatedRam
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,11 @@ class SimulatedBackend:
     kind = "simulated"
     can_offload = True
 
-    def __init__(self, probe: SimulatedProbe | None, clock: Clock) -> None:
+    def __init__(self, probe: SimulatedProbe | None, clock: Clock,
+                 ram: SimulatedRam | None = None) -> None:
         self._probe = probe
         self._clock = clock
+        self._ram = ram
         self._running: dict[str, _Running] = {}
 
     def attach(self, probe: SimulatedProbe) -> None:
@@ -71,6 +75,8 @@ class SimulatedBackend:
                                                            gpu=launch.config.gpu)
                                                for line in _OOM_LINES)))
             return
+        if self._ram is not None and fp.ram_mib > 0:
+            self._ram.allocate(owner(name), fp.ram_mib)
         ready_at = self._clock.time() + launch.config.load_time_s
         self._running[name] = _Running(launch, on_ready, on_exit, ready_at)
 
@@ -111,6 +117,8 @@ class SimulatedBackend:
         if run is None or run.launch.instance != instance:
             return None
         del self._running[model]
+        if self._ram is not None:
+            self._ram.release(owner(model))
         gpu = self._gpu(run.launch.config.gpu)
         if gpu is not None:
             gpu.release(owner(model))

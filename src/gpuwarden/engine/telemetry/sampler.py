@@ -64,6 +64,10 @@ class Sampler:
         self._gpu_probe.close()
         self._gpu_probe = probe
 
+    @property
+    def host_probe(self) -> HostProbe:
+        return self._host_probe
+
     def replace_host_probe(self, probe: HostProbe) -> None:
         self._host_probe = probe
 
