@@ -195,3 +195,20 @@ def test_a_model_whose_backend_is_missing_is_refused_with_a_reason():
     rig = Rig(model("real", backend="llama-server", path=None))
     result = rig.manager.load("real")
     assert not result.ok and "llama-server" in result.message
+
+
+def test_no_offload_to_the_cpu_while_ram_is_short_too():
+    from dataclasses import replace
+
+    from gpuwarden.engine.lifecycle.config import PressureConfig
+
+    rig = Rig(model("idle", vram_mib=8 * GIB, eviction="pressure"))
+    rig.manager.load("idle")
+    rig.step(120.0, every=10.0)
+    full_ram = replace(rig.sampler.host_probe.value, ram_used_mib=7900.0)  # of 8192
+    rig.sampler.host_probe.value = full_ram
+    rig.gpu.grab_external("game", 15 * GIB)
+    rig.step(1.0)
+    assert rig.of("model.offloaded") == []
+    assert rig.of("model.unloaded")[0].reason == "pressure"
+    assert PressureConfig().ram.enter < 100 * 7900 / 8192

@@ -56,8 +56,8 @@ class _EngineWorker(QObject):
         for event in self._service.bus.recent():  # what happened before the window opened
             self.event.emit(event)
         self._timer.start()
+        self.tick()  # a first sample, so autostart loads know what fits
         self._service.manager.autostart()
-        self.tick()
 
     @Slot()
     def tick(self) -> None:

@@ -111,9 +111,10 @@ class EngineService:
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Sample at the interval and fire restarts on time, until ``stop`` or the duration."""
+        self.tick()  # a first sample, so autostart loads know what fits
         self.manager.autostart()
         interval = self.sampler.interval_s
-        next_sample = self.clock.monotonic()
+        next_sample = self.clock.monotonic() + interval
         end = None if duration_s is None else next_sample + duration_s
         while not stop.is_set():
             now = self.clock.monotonic()

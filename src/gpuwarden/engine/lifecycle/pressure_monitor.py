@@ -35,6 +35,9 @@ class PressureMonitor:
         self.active, changes = step_pressure(self.active, levels)
         for change in changes:
             self._announce(change.raised, change.level, now)
+        if PressureKey("ram") in self.active:  # no room on the CPU either: unload instead
+            def can_offload(_state: ModelState) -> bool:
+                return False
         actions: list[Action] = []
         for level in levels:
             if level.key in self.active:
