@@ -33,8 +33,12 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# llama-server is built once per machine into the user cache (about 5 minutes on 2 cores);
+# the real-process tests run it.
 test: lint
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
+	$(BIN)/gpuwarden setup llama-server > $(VENV)/.llama-server-path
+	GPUWARDEN_LLAMA_SERVER="$$(cat $(VENV)/.llama-server-path)" QT_QPA_PLATFORM=offscreen \
+		$(BIN)/python -m pytest
 
 screenshot: $(VENV)/.dev-installed
 	QT_QPA_PLATFORM=offscreen $(BIN)/python scripts/screenshot.py docs/screenshot.png

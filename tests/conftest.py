@@ -12,6 +12,32 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+def _llama_server_before_private_dirs() -> Path | None:
+    """Resolved once, before the tests' private XDG folders hide the user's build cache."""
+    from gpuwarden.engine.supervisor.locate import LlamaServerNotFound, find_llama_server
+
+    configured = os.environ.get("GPUWARDEN_LLAMA_SERVER")
+    try:
+        return find_llama_server(Path(configured) if configured else None)
+    except LlamaServerNotFound:
+        return None
+
+
+LLAMA_SERVER = _llama_server_before_private_dirs()
+
+
+@pytest.fixture(scope="session")
+def llama_server_bin() -> Path:
+    """The real llama-server. `make test` builds it; elsewhere the tests that need it are
+    skipped, except in CI, where a missing binary is a failure."""
+    if LLAMA_SERVER is None:
+        message = "llama-server is not built: run `gpuwarden setup llama-server`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return LLAMA_SERVER
+
+
 @pytest.fixture(autouse=True)
 def private_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never read or write the real user's config, data or cache folder."""

@@ -33,13 +33,17 @@ class Footprint:
 
 ReadyCallback = Callable[[int, Footprint], None]  # (instance, what it holds)
 ExitCallback = Callable[[DeathReport], None]
+# (instance, used since the last report, serving a request now): real use seen by the
+# server itself, from any client.
+ActivityCallback = Callable[[int, bool, bool], None]
 
 
 class Backend(Protocol):
     kind: str
     can_offload: bool
 
-    def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback) -> None:
+    def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback,
+              on_activity: ActivityCallback | None = None) -> None:
         """Begin loading. Exactly one of on_ready / on_exit follows, then on_exit once the
         process ends (expected=True after :meth:`stop`)."""
         ...

@@ -13,7 +13,17 @@ from typing import Literal
 from gpuwarden.engine.lifecycle.config import Placement, RestartConfig
 from gpuwarden.engine.lifecycle.state import ModelState
 
-CrashKind = Literal["oom_killed", "gpu_oom", "crash", "hang", "startup_timeout"]
+CrashKind = Literal["oom_killed", "gpu_oom", "crash", "hang", "startup_timeout", "load_error",
+                    "launch_failed"]
+# Restarting does not help these: the user must fix the model file or the installation.
+PERMANENT: frozenset[str] = frozenset({"load_error", "launch_failed"})
+
+# What llama-server prints when the model file itself is bad.
+_LOAD_ERROR = re.compile(
+    r"failed to load model|error loading model|invalid magic|gguf_init_from_file"
+    r"|failed to read|tensor .* data is not within the file bounds",
+    re.IGNORECASE,
+)
 
 # What llama.cpp / CUDA print when the GPU runs out of memory.
 _GPU_OOM = re.compile(
@@ -35,6 +45,7 @@ class DeathReport:
     expected: bool = False  # we asked it to stop
     kind_hint: CrashKind | None = None  # the supervisor already knows (hang, startup timeout)
     oom_evidence: bool | None = None  # kernel OOM-kill counter moved; None = unreadable
+    during_startup: bool = False  # it never became ready
 
 
 def classify(report: DeathReport) -> CrashKind | None:
@@ -48,6 +59,8 @@ def classify(report: DeathReport) -> CrashKind | None:
         return "oom_killed"
     if any(_GPU_OOM.search(line) for line in report.log_tail):
         return "gpu_oom"
+    if report.during_startup and any(_LOAD_ERROR.search(line) for line in report.log_tail):
+        return "load_error"
     return "crash"
 
 
@@ -81,7 +94,7 @@ def decide(state: ModelState, kind: CrashKind, now: float, cfg: RestartConfig) -
     placement = state.placement
     if kind == "gpu_oom":
         placement = downgrade(placement, state.gpu_layers, state.config.layers)
-    if state.user_unloaded:
+    if state.user_unloaded or kind in PERMANENT:
         return CrashDecision(None, attempt, placement)
     pinned = state.eviction == "never"
     if attempt >= cfg.max_consecutive and not pinned:

@@ -29,7 +29,13 @@ from gpuwarden.engine.events import (
 )
 from gpuwarden.engine.lifecycle import crash, policy
 from gpuwarden.engine.lifecycle.actions import Action, Load, Offload, Refusal, Unload
-from gpuwarden.engine.lifecycle.backend import Backend, Footprint, Launch, ReadyCallback
+from gpuwarden.engine.lifecycle.backend import (
+    ActivityCallback,
+    Backend,
+    Footprint,
+    Launch,
+    ReadyCallback,
+)
 from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy, Placement
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib, free_vram_mib, resolve
 from gpuwarden.engine.lifecycle.hint_keeper import HintKeeper
@@ -290,7 +296,8 @@ class LifecycleManager:
                             gpu_layers=layers if device == "partial" else None))
         self._bus.publish(ModelLoading(model=s.name, placement=_describe(device, layers),
                                        reason=load.reason))
-        backend.start(launch, self._on_ready_cb(s.name), self._on_exit)
+        backend.start(launch, self._on_ready_cb(s.name), self._on_exit,
+                      self._on_activity_cb(s.name))
 
     def _stop(self, name: str, reason: str) -> None:
         """Ask the backend to stop; what follows is decided when it has exited."""
@@ -318,6 +325,19 @@ class LifecycleManager:
                     device, s.gpu_layers or 0), vram_mib=fp.vram_mib, ram_mib=fp.ram_mib))
         return on_ready
 
+    def _on_activity_cb(self, name: str) -> ActivityCallback:
+        def on_activity(instance: int, used: bool, busy: bool) -> None:
+            with self._lock:
+                s = self._states[name]
+                if s.instance != instance or not s.live:
+                    return
+                if used:
+                    self.notify_access(name)
+                    s = self._states[name]
+                if s.serving != busy:
+                    self._put(s.replace(serving=busy))
+        return on_activity
+
     def _on_exit(self, report: crash.DeathReport) -> None:
         with self._lock:
             s = self._states.get(report.model)
@@ -328,7 +348,8 @@ class LifecycleManager:
                 report = crash.DeathReport(report.model, report.instance,
                                            kind_hint="startup_timeout", log_tail=report.log_tail)
             kind = crash.classify(report)
-            self._put(s.replace(device="unloaded", vram_mib=0.0, ram_mib=0.0, in_use=0))
+            self._put(s.replace(device="unloaded", vram_mib=0.0, ram_mib=0.0, in_use=0,
+                                serving=False))
             if kind is None:
                 self._after_clean_exit(s, reason or "exited")
             else:

@@ -12,7 +12,13 @@ import logging
 from dataclasses import dataclass
 
 from gpuwarden.engine.clock import Clock
-from gpuwarden.engine.lifecycle.backend import ExitCallback, Footprint, Launch, ReadyCallback
+from gpuwarden.engine.lifecycle.backend import (
+    ActivityCallback,
+    ExitCallback,
+    Footprint,
+    Launch,
+    ReadyCallback,
+)
 from gpuwarden.engine.lifecycle.crash import DeathReport
 from gpuwarden.engine.telemetry.simulated import SimulatedGpu, SimulatedOutOfMemory, SimulatedProbe
 from gpuwarden.engine.telemetry.simulated_ram import SimulatedRam
@@ -66,7 +72,8 @@ class SimulatedBackend:
         """Book on these simulated GPUs from now on (what runs now keeps its booking)."""
         self._probe = probe
 
-    def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback) -> None:
+    def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback,
+              on_activity: ActivityCallback | None = None) -> None:
         name = launch.config.name
         fp = footprint(launch)
         if fp.vram_mib > 0 and not self._book(launch, fp):

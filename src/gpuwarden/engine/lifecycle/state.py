@@ -44,6 +44,7 @@ class ModelState:
     last_access: float | None = None
     access_count: int = 0
     in_use: int = 0
+    serving: bool = False  # the server itself says it is working on a request
     vram_mib: float = 0.0
     ram_mib: float = 0.0
     consecutive_crashes: int = 0
@@ -96,7 +97,7 @@ def idle_for(state: ModelState, now: float) -> float:
 
 def priority_of(state: ModelState, now: float) -> Priority:
     """active (serving, pinned or just used) > warm > idle > evictable (past its timeout)."""
-    if state.in_use > 0 or state.eviction == "never":
+    if state.in_use > 0 or state.serving or state.eviction == "never":
         return "active"
     idle = idle_for(state, now)
     if idle < ACTIVE_WINDOW_S:
@@ -115,7 +116,7 @@ def eviction_rank(state: ModelState, now: float) -> tuple[int, int, float]:
 
 def evictable_now(state: ModelState, now: float, *, allow_warm: bool = True) -> bool:
     """Whether relief may take this model at all: never active, in use or pinned."""
-    if state.in_use > 0 or state.eviction == "never" or not state.loaded:
+    if state.in_use > 0 or state.serving or state.eviction == "never" or not state.loaded:
         return False
     prio = priority_of(state, now)
     return prio != "active" and (allow_warm or prio != "warm")

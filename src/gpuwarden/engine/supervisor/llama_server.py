@@ -1,0 +1,247 @@
+"""The llama-server backend: real llama.cpp server processes, supervised.
+
+Launch: 127.0.0.1 only, a free port, a fresh API key per launch, `-ngl` from the
+placement the lifecycle manager chose, `--metrics` so real use from any client is seen.
+Readiness: /health every 250 ms. Watching: a thread blocked in wait() reports death at
+once; /health every 5 s (2 s timeout, 3 misses = hung, killed); /metrics every second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from gpuwarden.engine.lifecycle.backend import (
+    ActivityCallback,
+    ExitCallback,
+    Footprint,
+    Launch,
+    ReadyCallback,
+)
+from gpuwarden.engine.lifecycle.crash import DeathReport
+from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib
+from gpuwarden.engine.supervisor import http
+from gpuwarden.engine.supervisor.locate import LlamaServerNotFound, find_llama_server
+from gpuwarden.engine.supervisor.oom import OomWatch
+from gpuwarden.engine.supervisor.process import Exit, ServerProcess
+from gpuwarden.engine.supervisor.watch import ActivityTracker, HangDetector, WatchSettings
+
+log = logging.getLogger(__name__)
+
+PORT_RETRIES = 3
+_BIND_FAILED = re.compile(r"couldn't bind|address already in use", re.IGNORECASE)
+_MIB = 1024.0 * 1024.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_argv(binary: Path, launch: Launch, port: int, api_key: str) -> list[str]:
+    cfg = launch.config
+    assert cfg.path is not None
+    return [str(binary), "--model", str(cfg.path), "--host", "127.0.0.1", "--port", str(port),
+            "--api-key", api_key, "--n-gpu-layers", str(launch.gpu_layers),
+            "--ctx-size", str(cfg.context_size), "--metrics", "--no-webui", "--alias", cfg.name,
+            *cfg.args]
+
+
+@dataclass
+class _Server:
+    launch: Launch
+    port: int
+    api_key: str
+    on_ready: ReadyCallback
+    on_exit: ExitCallback
+    on_activity: ActivityCallback | None
+    attempt: int = 0
+    proc: ServerProcess | None = None
+    oom: OomWatch | None = None
+    ready: bool = False
+    hung: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class LlamaServerBackend:
+    kind = "llama-server"
+    can_offload = True
+
+    def __init__(self, log_dir: Path, *, binary: Path | None = None,
+                 settings: WatchSettings | None = None,
+                 on_launch: Callable[[str, int, _Server], None] | None = None) -> None:
+        self._log_dir = log_dir
+        self._binary = binary
+        self.settings = settings or WatchSettings()
+        self._servers: dict[str, _Server] = {}
+        self._lock = threading.Lock()
+        self._on_launch = on_launch
+
+    # -- Backend interface ------------------------------------------------------------
+
+    def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback,
+              on_activity: ActivityCallback | None = None) -> None:
+        name = launch.config.name
+        problem = self._cannot_launch(launch)
+        if problem is not None:
+            on_exit(DeathReport(name, launch.instance, kind_hint="launch_failed",
+                                log_tail=(problem,), during_startup=True))
+            return
+        server = _Server(launch, free_port(), secrets.token_urlsafe(24), on_ready, on_exit,
+                         on_activity)
+        self._spawn(server)
+
+    def stop(self, model: str, instance: int) -> None:
+        server = self._server(model, instance)
+        if server is None or server.proc is None:
+            return
+        server.stop.set()
+        threading.Thread(target=server.proc.stop, args=(self.settings.stop_grace_s,),
+                         name=f"stop-{model}", daemon=True).start()
+
+    def poll(self, now: float) -> None:
+        return None  # threads watch the servers; nothing is driven by the sample clock
+
+    # -- for tests and the UI --------------------------------------------------------------
+
+    def pid(self, model: str) -> int | None:
+        with self._lock:
+            server = self._servers.get(model)
+        return server.proc.pid if server and server.proc else None
+
+    def endpoint(self, model: str) -> tuple[int, str] | None:
+        """(port, API key) of a model's server, for the UI's own requests."""
+        with self._lock:
+            server = self._servers.get(model)
+        return (server.port, server.api_key) if server else None
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return sorted(n for n, s in self._servers.items() if s.proc and s.proc.alive)
+
+    # -- launching ------------------------------------------------------------------------
+
+    def _cannot_launch(self, launch: Launch) -> str | None:
+        path = launch.config.path
+        if path is None or not path.is_file():
+            return f"the model file {path} does not exist"
+        try:
+            self._resolved = find_llama_server(self._binary)
+        except LlamaServerNotFound as exc:
+            return str(exc)
+        return None
+
+    def _spawn(self, server: _Server) -> None:
+        name, instance = server.launch.config.name, server.launch.instance
+        argv = server_argv(self._resolved, server.launch, server.port, server.api_key)
+        env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # a crash must not start a debugger
+        log_path = self._log_dir / f"{_safe(name)}.log"
+        with self._lock:
+            self._servers[name] = server
+            server.proc = ServerProcess.launch(
+                argv, log_path=log_path, env=env,
+                on_exit=lambda ex: self._exited(name, instance, ex))
+            server.oom = OomWatch.for_pid(server.proc.pid)
+        if self._on_launch is not None:
+            self._on_launch(name, instance, server)
+        threading.Thread(target=self._watch, args=(server,), name=f"health-{name}",
+                         daemon=True).start()
+
+    # -- watching -------------------------------------------------------------------------
+
+    def _watch(self, server: _Server) -> None:
+        if not self._wait_ready(server):
+            return
+        proc = server.proc
+        assert proc is not None
+        rss = _rss_mib(proc.pid)
+        vram = estimate_vram_mib(server.launch.config, server.launch.gpu_layers) \
+            if server.launch.gpu_layers else 0.0
+        server.ready = True
+        server.on_ready(server.launch.instance, Footprint(vram_mib=vram, ram_mib=rss))
+        self._watch_running(server)
+
+    def _wait_ready(self, server: _Server) -> bool:
+        proc = server.proc
+        assert proc is not None
+        while proc.alive and not server.stop.is_set():
+            if http.get(server.port, "/health", timeout_s=1.0).status == 200:
+                return proc.alive
+            server.stop.wait(self.settings.ready_poll_s)
+        return False
+
+    def _watch_running(self, server: _Server) -> None:
+        proc = server.proc
+        assert proc is not None
+        s = self.settings
+        hang, activity = HangDetector(s.hang_failures), ActivityTracker()
+        ticks_per_health = max(1, round(s.hang_poll_s / s.metrics_poll_s))
+        tick = 0
+        was_busy = False
+        while not server.stop.wait(s.metrics_poll_s) and proc.alive:
+            tick += 1
+            reply = http.get(server.port, "/metrics", timeout_s=s.hang_timeout_s,
+                             api_key=server.api_key)
+            if reply.status == 200 and server.on_activity is not None:
+                used, busy = activity.feed(http.parse_metrics(reply.body))
+                if used or busy != was_busy:
+                    server.on_activity(server.launch.instance, used, busy)
+                was_busy = busy
+            if tick % ticks_per_health:
+                continue
+            health = http.get(server.port, "/health", timeout_s=s.hang_timeout_s)
+            if hang.feed(health.status == 200) and proc.alive and not server.stop.is_set():
+                log.warning("%s: no answer to %d health checks: killing it as hung",
+                            server.launch.config.name, s.hang_failures)
+                server.hung = True
+                proc.kill()
+                return
+
+    def _exited(self, name: str, instance: int, ex: Exit) -> None:
+        server = self._server(name, instance)
+        if server is None or server.proc is None:
+            return
+        output = server.proc.new_output()
+        tail = tuple(output.splitlines()[-40:])
+        if not server.ready and not ex.stopped and _BIND_FAILED.search(output) and \
+                server.attempt < PORT_RETRIES:
+            log.info("%s: port %d was taken, trying another", name, server.port)
+            self._spawn(_Server(server.launch, free_port(), server.api_key, server.on_ready,
+                                server.on_exit, server.on_activity, attempt=server.attempt + 1))
+            return
+        with self._lock:
+            if self._servers.get(name) is server:
+                del self._servers[name]
+        server.stop.set()
+        server.on_exit(DeathReport(
+            name, instance, exit_code=ex.exit_code, signal=ex.signal, log_tail=tail,
+            expected=ex.stopped and not server.hung,
+            kind_hint="hang" if server.hung else None,
+            oom_evidence=server.oom.killed_since() if server.oom else None,
+            during_startup=not server.ready))
+
+    def _server(self, name: str, instance: int) -> _Server | None:
+        with self._lock:
+            server = self._servers.get(name)
+        return server if server is not None and server.launch.instance == instance else None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / _MIB
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0.0

@@ -1,0 +1,232 @@
+"""What gpuwarden started, so that after a restart it can adopt its servers, not kill them.
+
+Stored in ``servers.json`` as ``{"version": 1, "servers": [{...}, ...]}`` with 0600
+permissions (the records hold API keys). A file that cannot be read is moved aside (never
+deleted) and reported in words; one bad entry is dropped and reported while the others
+load. :func:`process_matches` tells whether a record's pid is still *that* process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from gpuwarden.engine import paths
+from gpuwarden.engine.atomic import atomic_write_json
+from gpuwarden.engine.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "START_TIME_TOLERANCE_S",
+    "ServerRecord",
+    "ServerRegistry",
+    "default_registry_path",
+    "process_matches",
+]
+
+FORMAT_VERSION = 1
+START_TIME_TOLERANCE_S = 5.0
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    model: str
+    pid: int
+    port: int
+    api_key: str
+    executable: str  # absolute path of the binary
+    cmdline: tuple[str, ...]  # full argv as launched
+    started_ts: float  # unix seconds
+    instance: int = 0
+
+    def __post_init__(self) -> None:
+        problem = _check(self)
+        if problem:
+            raise ValueError(problem)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(r: ServerRecord) -> str:
+    """Why this record is invalid, or ``""``."""
+    if not isinstance(r.model, str) or not r.model:
+        return f"model must be a non-empty name, not {r.model!r}"
+    if not _is_int(r.pid) or r.pid <= 0:
+        return f"pid must be a whole number > 0, not {r.pid!r}"
+    if not _is_int(r.port) or not 0 < r.port < 65536:
+        return f"port must be 1..65535, not {r.port!r}"
+    if not isinstance(r.api_key, str):
+        return "api_key must be text"
+    if not isinstance(r.executable, str) or not os.path.isabs(r.executable):
+        return f"executable must be an absolute path, not {r.executable!r}"
+    if (not isinstance(r.cmdline, tuple) or not r.cmdline
+            or not all(isinstance(a, str) for a in r.cmdline)):
+        return "cmdline must be a non-empty list of arguments"
+    ts = r.started_ts
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        return f"started_ts must be unix seconds, not {ts!r}"
+    if not _is_int(r.instance) or r.instance < 0:
+        return f"instance must be a whole number >= 0, not {r.instance!r}"
+    return ""
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(ServerRecord))
+
+
+def default_registry_path() -> Path:
+    return paths.data_dir() / "servers.json"
+
+
+class ServerRegistry:
+    """The servers gpuwarden launched and has not yet seen stop, saved on every change."""
+
+    def __init__(self, path: Path | None = None, clock: Clock | None = None) -> None:
+        self.path = Path(path) if path is not None else default_registry_path()
+        self._clock: Clock = clock or SystemClock()
+        self._records: dict[str, ServerRecord] = {}
+        self._loaded = False
+
+    def load(self) -> list[str]:
+        """Replace the records in memory with the file's. Returns problems; never raises."""
+        self._records = {}
+        self._loaded = True
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            return [f"{self.path.name} could not be read ({exc.strerror or exc}); "
+                    "servers started before this run will not be adopted"]
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:  # bad JSON or not UTF-8
+            return [self._set_aside(_short(exc))]
+        except RecursionError:
+            return [self._set_aside("nested too deeply")]
+        if not isinstance(doc, dict) or not isinstance(doc.get("servers"), list):
+            return [self._set_aside('not a {"version": 1, "servers": [...]} object')]
+        if doc.get("version") != FORMAT_VERSION:
+            return [self._set_aside(f"unknown format version {doc.get('version')!r}")]
+        problems: list[str] = []
+        for n, entry in enumerate(doc["servers"], start=1):
+            record, why = _parse_entry(entry)
+            if record is None:
+                name = entry.get("model") if isinstance(entry, dict) else None
+                what = f"model {name!r}" if isinstance(name, str) else f"entry {n}"
+                problems.append(f"the server record for {what} in {self.path.name} was "
+                                f"invalid ({why}) and was dropped; that server, if still "
+                                "running, will not be adopted")
+            else:
+                self._records[record.model] = record
+        return problems
+
+    def records(self) -> dict[str, ServerRecord]:
+        """A copy of the records, by model name."""
+        return dict(self._records)
+
+    def add(self, record: ServerRecord) -> None:
+        """Record (or replace) the server of ``record.model`` and save. ``OSError`` from the
+        save propagates; the record stays in memory so a later save writes it."""
+        self._ensure_loaded()
+        self._records[record.model] = record
+        self._save()
+
+    def remove(self, model: str) -> None:
+        """Forget the server of ``model`` (no-op if unknown) and save; ``OSError`` propagates."""
+        self._ensure_loaded()
+        if self._records.pop(model, None) is not None:
+            self._save()
+
+    def _ensure_loaded(self) -> None:
+        """A change before any load must not overwrite the records already on disk."""
+        if not self._loaded:
+            for problem in self.load():
+                log.warning("%s", problem)
+
+    def _save(self) -> None:
+        doc = {
+            "version": FORMAT_VERSION,
+            "servers": [_to_json(r) for _, r in sorted(self._records.items())],
+        }
+        # The atomic write keeps an existing file's mode, and mkstemp makes a new one 0600;
+        # tighten a file someone loosened before writing keys into it.
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(self.path, 0o600)
+        atomic_write_json(self.path, doc)
+
+    def _set_aside(self, why: str) -> str:
+        """Move an unreadable file out of the way (never delete it); say where it went."""
+        stamp = int(self._clock.time())
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        try:
+            self.path.replace(target)
+        except OSError as exc:
+            log.warning("cannot move %s aside", self.path, exc_info=True)
+            return (f"{self.path.name} was unreadable ({why}) and could not be moved aside "
+                    f"({exc.strerror or exc}); servers started before this run will not "
+                    "be adopted, and the next save will replace it")
+        log.warning("%s was unreadable (%s); moved to %s", self.path, why, target)
+        return (f"{self.path.name} was unreadable ({why}) and was moved to {target.name}; "
+                "servers started before this run will not be adopted")
+
+
+def _to_json(r: ServerRecord) -> dict[str, object]:
+    d = dataclasses.asdict(r)
+    d["cmdline"] = list(r.cmdline)
+    return d
+
+
+def _short(exc: ValueError) -> str:
+    msg = str(exc)
+    return msg.rsplit(" (char ", 1)[0] if isinstance(exc, json.JSONDecodeError) else msg
+
+
+def _parse_entry(entry: object) -> tuple[ServerRecord | None, str]:
+    if not isinstance(entry, dict):
+        return None, f"expected an object, got {type(entry).__name__}"
+    known = {k: v for k, v in entry.items() if k in _FIELDS}  # unknown keys: newer versions
+    if isinstance(known.get("cmdline"), list):
+        known["cmdline"] = tuple(known["cmdline"])
+    try:
+        return ServerRecord(**known), ""
+    except (TypeError, ValueError) as exc:
+        return None, str(exc)
+
+
+def process_matches(record: ServerRecord,
+                    tolerance_s: float = START_TIME_TOLERANCE_S) -> bool:
+    """Whether ``record.pid`` is still the process gpuwarden started: alive, not a zombie,
+    the same binary (symlinks resolved), the same argv, and created within ``tolerance_s``
+    of ``started_ts`` (a reused pid fails this). Any doubt -- the process is gone, is not
+    ours to inspect, or vanishes mid-check -- is ``False``."""
+    try:
+        proc = psutil.Process(record.pid)
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False
+            if abs(proc.create_time() - record.started_ts) > tolerance_s:
+                return False
+            if proc.cmdline() != list(record.cmdline):
+                return False
+            exe = proc.exe()
+    except (psutil.Error, OSError):
+        return False
+    if not exe:
+        return False
+    return os.path.realpath(exe) == os.path.realpath(record.executable)
