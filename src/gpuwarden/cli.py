@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stop after this long (default: until Ctrl+C / SIGTERM)")
     headless.add_argument("--events", choices=("-",), metavar="-",
                           help="print every event as one JSON line to stdout")
+    headless.add_argument("--leave-running", action="store_true",
+                          help="on exit, leave the llama-server processes running; the next "
+                               "gpuwarden adopts them instead of starting new ones")
     _add_telemetry_options(headless, top=False)
     setup = sub.add_parser("setup", help="install a component gpuwarden can run: "
                                          "`setup llama-server` builds llama.cpp's server")

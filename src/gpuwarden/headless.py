@@ -13,9 +13,15 @@ from types import FrameType
 from gpuwarden.engine.events import Event
 from gpuwarden.engine.runtime import TelemetryOptions
 from gpuwarden.engine.service import EngineService, default_service_paths
+from gpuwarden.engine.supervisor.instance_lock import (
+    AlreadyRunning,
+    InstanceLock,
+    default_lock_path,
+)
 from gpuwarden.startup import ConfigFileMissing, read_config
 
 EXIT_USAGE = 2
+EXIT_ALREADY_RUNNING = 3
 
 
 def _print_event(event: Event) -> None:
@@ -24,6 +30,15 @@ def _print_event(event: Event) -> None:
 
 
 def cmd_headless(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
+    try:
+        with InstanceLock(default_lock_path()):
+            return _run(args, telemetry)
+    except AlreadyRunning as exc:
+        print(f"gpuwarden: {exc}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+
+
+def _run(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
     try:
         config, notes = read_config(args.config)
     except ConfigFileMissing as exc:
@@ -46,7 +61,7 @@ def cmd_headless(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
     try:
         service.run(stop, args.duration)
     finally:
-        service.close()
+        service.close(leave_running=args.leave_running)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

@@ -6,6 +6,7 @@ window's bridge will run the same object on its QThread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,12 +15,25 @@ from pathlib import Path
 from gpuwarden.engine.clock import Clock, SystemClock
 from gpuwarden.engine.events import ConfigProblemFound, Event, EventBus, StorageError
 from gpuwarden.engine.journal import Journal, default_journal_path
-from gpuwarden.engine.lifecycle.backend import Backend
+from gpuwarden.engine.lifecycle.backend import (
+    ActivityCallback,
+    Backend,
+    ExitCallback,
+    Launch,
+    ReadyCallback,
+)
 from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.engine.lifecycle.hints import HintStore, default_hints_path
 from gpuwarden.engine.lifecycle.manager import LifecycleManager
 from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
+from gpuwarden.engine.paths import data_dir
 from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
+from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, gpu_layers_of
+from gpuwarden.engine.supervisor.registry import (
+    ServerRecord,
+    ServerRegistry,
+    default_registry_path,
+)
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.scenario import Scenario, StepCursor
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
@@ -32,10 +46,18 @@ log = logging.getLogger(__name__)
 class ServicePaths:
     journal: Path | None
     hints: Path | None
+    logs: Path | None = None  # model server logs; None: <data folder>/logs
+    registry: Path | None = None  # servers we started, for adoption; None: none kept
+
+
+def _configured_llama_server() -> Path | None:
+    value = os.environ.get("GPUWARDEN_LLAMA_SERVER")
+    return Path(value) if value else None
 
 
 def default_service_paths() -> ServicePaths:
-    return ServicePaths(journal=default_journal_path(), hints=default_hints_path())
+    return ServicePaths(journal=default_journal_path(), hints=default_hints_path(),
+                        registry=default_registry_path())
 
 
 class EngineService:
@@ -57,7 +79,13 @@ class EngineService:
                                                             self.simulated_ram))
         self.simulated_backend = SimulatedBackend(self._simulated_probe(), self.clock,
                                                   self.simulated_ram)
-        backends: dict[str, Backend] = {"simulated": self.simulated_backend}
+        self.registry = ServerRegistry(paths.registry) if paths.registry is not None else None
+        registry_problems = self.registry.load() if self.registry is not None else []
+        self.llama_server = LlamaServerBackend(paths.logs or data_dir() / "logs",
+                                               binary=_configured_llama_server(),
+                                               registry=self.registry)
+        backends: dict[str, Backend] = {"simulated": self.simulated_backend,
+                                        "llama-server": self.llama_server}
         self.hints = HintStore(paths.hints, self.clock) if paths.hints is not None else None
         self.hint_problems = self.hints.load() if self.hints is not None else []
         self.manager = LifecycleManager(config, backends, bus=self.bus, clock=self.clock,
@@ -67,8 +95,26 @@ class EngineService:
         scenario: Scenario | None = sim.scenario if sim is not None else None
         self._crashes = StepCursor(scenario.steps if scenario else (), actions=("crash",))
         self._started = self.clock.monotonic()
-        for problem in (*problems, *self.hint_problems):
+        for problem in (*problems, *self.hint_problems, *registry_problems):
             self.bus.publish(ConfigProblemFound(message=str(problem)))
+        self.adopt_running_servers()
+
+    def adopt_running_servers(self) -> list[str]:
+        """Take over llama-servers an earlier gpuwarden left running (same binary and
+        command line, /health answers) instead of launching second copies."""
+        adopted = []
+        for record in self.llama_server.adoptable():
+            model = self.config.model(record.model)
+            if model is None or model.backend != "llama-server":
+                continue
+
+            def attach(launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback,
+                       on_activity: ActivityCallback, record: ServerRecord = record) -> None:
+                self.llama_server.adopt(record, launch, on_ready, on_exit, on_activity)
+
+            if self.manager.adopt(record.model, gpu_layers_of(record.cmdline), attach):
+                adopted.append(record.model)
+        return adopted
 
     @classmethod
     def build(cls, config: Config, telemetry: TelemetryOptions, paths: ServicePaths, *,
@@ -136,9 +182,15 @@ class EngineService:
             wait = min(wait, end - now)
         return max(0.0, min(wait, interval_cap(self.sampler.interval_s)))
 
-    def close(self) -> None:
-        """Stop every model cleanly, save the hints, close the journal and the probes."""
-        self.manager.shutdown()
+    def close(self, leave_running: bool = False) -> None:
+        """Stop every model cleanly (or leave the servers running for the next gpuwarden to
+        adopt), save the hints, close the journal and the probes."""
+        if leave_running:
+            self.llama_server.detach()
+            self.manager.save_hints()
+        else:
+            self.manager.shutdown()
+            self.llama_server.wait_stopped()
         self.sampler.close()
         if self.journal is not None:
             self.journal.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,6 +32,7 @@ from gpuwarden.engine.lifecycle.actions import Action, Load, Offload, Refusal, U
 from gpuwarden.engine.lifecycle.backend import (
     ActivityCallback,
     Backend,
+    ExitCallback,
     Footprint,
     Launch,
     ReadyCallback,
@@ -47,6 +48,7 @@ from gpuwarden.engine.telemetry.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 MAX_CRASH_HISTORY = 20
+Attach = Callable[[Launch, ReadyCallback, ExitCallback, ActivityCallback], None]
 _OFFLOAD = "offload:"  # stop reason prefix: come back on the CPU once stopped
 _TIMED_OUT = "startup_timeout"
 
@@ -231,6 +233,25 @@ class LifecycleManager:
             with self._lock:
                 s = self._states[name]
                 self._put(s.replace(in_use=max(0, s.in_use - 1), last_access=self._clock.time()))
+
+    def adopt(self, name: str, gpu_layers: int, attach: Attach) -> bool:
+        """Take over a server that is already running (started by an earlier gpuwarden)
+        instead of launching a second copy. ``attach`` hooks the backend up to it."""
+        with self._lock:
+            s = self._states.get(name)
+            if s is None or s.live:
+                return False
+            self._next_instance += 1
+            device, layers = resolve(gpu_layers, s.config, has_gpu=gpu_layers > 0)
+            launch = Launch(s.config, device, layers, self._next_instance)
+            self._put(s.replace(device="loading", instance=launch.instance,
+                                loaded_at=self._clock.time(), ready_since=None,
+                                placement=gpu_layers if device == "partial" else device,
+                                gpu_layers=layers if device == "partial" else None))
+            self._bus.publish(ModelLoading(model=name, placement=_describe(device, layers),
+                                           reason="adopted"))
+            attach(launch, self._on_ready_cb(name), self._on_exit, self._on_activity_cb(name))
+            return True
 
     def autostart(self) -> None:
         with self._lock:

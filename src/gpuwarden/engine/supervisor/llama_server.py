@@ -8,13 +8,14 @@ once; /health every 5 s (2 s timeout, 3 misses = hung, killed); /metrics every s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
 import secrets
 import socket
 import threading
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from gpuwarden.engine.supervisor import http
 from gpuwarden.engine.supervisor.locate import LlamaServerNotFound, find_llama_server
 from gpuwarden.engine.supervisor.oom import OomWatch
 from gpuwarden.engine.supervisor.process import Exit, ServerProcess
+from gpuwarden.engine.supervisor.registry import ServerRecord, ServerRegistry, process_matches
 from gpuwarden.engine.supervisor.watch import ActivityTracker, HangDetector, WatchSettings
 
 log = logging.getLogger(__name__)
@@ -79,13 +81,14 @@ class LlamaServerBackend:
 
     def __init__(self, log_dir: Path, *, binary: Path | None = None,
                  settings: WatchSettings | None = None,
-                 on_launch: Callable[[str, int, _Server], None] | None = None) -> None:
+                 registry: ServerRegistry | None = None) -> None:
         self._log_dir = log_dir
         self._binary = binary
         self.settings = settings or WatchSettings()
         self._servers: dict[str, _Server] = {}
         self._lock = threading.Lock()
-        self._on_launch = on_launch
+        self._registry = registry
+        self._stoppers: list[threading.Thread] = []
 
     # -- Backend interface ------------------------------------------------------------
 
@@ -106,8 +109,27 @@ class LlamaServerBackend:
         if server is None or server.proc is None:
             return
         server.stop.set()
-        threading.Thread(target=server.proc.stop, args=(self.settings.stop_grace_s,),
-                         name=f"stop-{model}", daemon=True).start()
+        stopper = threading.Thread(target=server.proc.stop, args=(self.settings.stop_grace_s,),
+                                   name=f"stop-{model}", daemon=True)
+        self._stoppers.append(stopper)
+        stopper.start()
+
+    def wait_stopped(self, timeout_s: float | None = None) -> bool:
+        """Wait for every stop in progress (SIGTERM, grace, SIGKILL) to finish."""
+        limit = timeout_s if timeout_s is not None else self.settings.stop_grace_s + 5.0
+        for stopper in list(self._stoppers):
+            stopper.join(limit)
+        self._stoppers = [t for t in self._stoppers if t.is_alive()]
+        return not self._stoppers
+
+    def detach(self) -> None:
+        """Stop watching without stopping: the servers keep running and stay in the
+        registry, so the next gpuwarden adopts them."""
+        with self._lock:
+            servers = list(self._servers.values())
+            self._servers.clear()
+        for server in servers:
+            server.stop.set()
 
     def poll(self, now: float) -> None:
         return None  # threads watch the servers; nothing is driven by the sample clock
@@ -145,15 +167,52 @@ class LlamaServerBackend:
         name, instance = server.launch.config.name, server.launch.instance
         argv = server_argv(self._resolved, server.launch, server.port, server.api_key)
         env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # a crash must not start a debugger
-        log_path = self._log_dir / f"{_safe(name)}.log"
         with self._lock:
             self._servers[name] = server
             server.proc = ServerProcess.launch(
-                argv, log_path=log_path, env=env,
+                argv, log_path=self._log_path(name), env=env,
                 on_exit=lambda ex: self._exited(name, instance, ex))
             server.oom = OomWatch.for_pid(server.proc.pid)
-        if self._on_launch is not None:
-            self._on_launch(name, instance, server)
+        if self._registry is not None:
+            self._registry.add(ServerRecord(
+                model=name, pid=server.proc.pid, port=server.port, api_key=server.api_key,
+                executable=str(Path(argv[0]).resolve()), cmdline=tuple(argv),
+                started_ts=_create_time(server.proc.pid), instance=instance))
+        threading.Thread(target=self._watch, args=(server,), name=f"health-{name}",
+                         daemon=True).start()
+
+    def _log_path(self, name: str) -> Path:
+        return self._log_dir / f"{_safe(name)}.log"
+
+    # -- adoption -------------------------------------------------------------------------
+
+    def adoptable(self) -> list[ServerRecord]:
+        """Servers an earlier gpuwarden started that still run and answer; records of
+        dead (or reused-pid) servers are cleaned up."""
+        if self._registry is None:
+            return []
+        alive = []
+        for record in self._registry.records().values():
+            answering = process_matches(record) and http.get(
+                record.port, "/health", timeout_s=2.0).status == 200
+            if answering:
+                alive.append(record)
+            else:
+                self._registry.remove(record.model)
+        return alive
+
+    def adopt(self, record: ServerRecord, launch: Launch, on_ready: ReadyCallback,
+              on_exit: ExitCallback, on_activity: ActivityCallback | None = None) -> None:
+        """Supervise a running server instead of launching a second copy."""
+        name = launch.config.name
+        server = _Server(launch, record.port, record.api_key, on_ready, on_exit, on_activity)
+        with self._lock:
+            self._servers[name] = server
+            server.proc = ServerProcess.adopt(
+                record.pid, log_path=self._log_path(name),
+                on_exit=lambda ex: self._exited(name, launch.instance, ex))
+        if self._registry is not None:
+            self._registry.add(dataclasses.replace(record, instance=launch.instance))
         threading.Thread(target=self._watch, args=(server,), name=f"health-{name}",
                          daemon=True).start()
 
@@ -222,6 +281,8 @@ class LlamaServerBackend:
         with self._lock:
             if self._servers.get(name) is server:
                 del self._servers[name]
+        if self._registry is not None:
+            self._registry.remove(name)
         server.stop.set()
         server.on_exit(DeathReport(
             name, instance, exit_code=ex.exit_code, signal=ex.signal, log_tail=tail,
@@ -238,6 +299,22 @@ class LlamaServerBackend:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
+
+
+def _create_time(pid: int) -> float:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return time.time()
+
+
+def gpu_layers_of(cmdline: tuple[str, ...]) -> int:
+    """The --n-gpu-layers a recorded server was started with (0 if absent)."""
+    for flag in ("--n-gpu-layers", "-ngl", "--gpu-layers"):
+        if flag in cmdline[:-1]:
+            value = cmdline[cmdline.index(flag) + 1]
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 def _rss_mib(pid: int) -> float:
