@@ -62,14 +62,15 @@ class EventWaiter:
 
 class SupervisionRig:
     def __init__(self, binary: Path, log_dir: Path, *models: ModelConfig,
-                 restart: RestartConfig | None = None, settings: WatchSettings = FAST) -> None:
+                 restart: RestartConfig | None = None, settings: WatchSettings = FAST,
+                 backend_cls: type[LlamaServerBackend] = LlamaServerBackend) -> None:
         self.clock = SystemClock()
         self.bus = EventBus(clock=self.clock)
         self.waiter = EventWaiter(self.bus)
-        self.backend = LlamaServerBackend(log_dir, binary=binary, settings=settings)
+        self.backend = backend_cls(log_dir, binary=binary, settings=settings)
         self.manager = LifecycleManager(
             Config(models=models, restart=restart or RestartConfig(backoff_base_s=0.2)),
-            {"llama-server": self.backend}, bus=self.bus, clock=self.clock)
+            {self.backend.kind: self.backend}, bus=self.bus, clock=self.clock)
         self._ticker_stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, daemon=True)
         self._ticker.start()

@@ -417,3 +417,17 @@ def test_the_documented_example_is_the_shipped_one() -> None:
     assert [dataclasses.replace(m, line=None) for m in documented.models] == [
         dataclasses.replace(m, line=None) for m in shipped.models]
     assert (documented.pressure, documented.restart) == (shipped.pressure, shipped.restart)
+
+
+def test_llama_server_binary_and_threads(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    content = (f'llama_server = "bin/llama-server"\n\n[[models]]\nname = "m"\n'
+               f'backend = "llama-server"\npath = "{model}"\nthreads = 4\n')
+    config, problems = parse_config(content, "config.toml", tmp_path)
+    assert problems == []
+    assert config.llama_server == tmp_path / "bin" / "llama-server"
+    assert config.models[0].threads == 4
+    _, problems = parse_config(content.replace("threads = 4", "threads = 0"), "config.toml",
+                               tmp_path)
+    assert [(p.line, p.field) for p in problems] == [(7, "threads")]

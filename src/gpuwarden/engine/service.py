@@ -28,6 +28,7 @@ from gpuwarden.engine.lifecycle.manager import LifecycleManager
 from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
 from gpuwarden.engine.paths import data_dir
 from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
+from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
 from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, gpu_layers_of
 from gpuwarden.engine.supervisor.registry import (
     ServerRecord,
@@ -82,10 +83,13 @@ class EngineService:
         self.registry = ServerRegistry(paths.registry) if paths.registry is not None else None
         registry_problems = self.registry.load() if self.registry is not None else []
         self.llama_server = LlamaServerBackend(paths.logs or data_dir() / "logs",
-                                               binary=_configured_llama_server(),
+                                               binary=config.llama_server
+                                               or _configured_llama_server(),
                                                registry=self.registry)
+        logs = paths.logs or data_dir() / "logs"
         backends: dict[str, Backend] = {"simulated": self.simulated_backend,
-                                        "llama-server": self.llama_server}
+                                        "llama-server": self.llama_server,
+                                        "llama-cpp": LlamaCppPythonBackend(logs)}
         self.hints = HintStore(paths.hints, self.clock) if paths.hints is not None else None
         self.hint_problems = self.hints.load() if self.hints is not None else []
         self.manager = LifecycleManager(config, backends, bus=self.bus, clock=self.clock,

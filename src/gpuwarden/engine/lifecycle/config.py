@@ -62,6 +62,7 @@ class ModelConfig:
     load_time_s: float = 1.0  # simulated backend only (>= 0)
     autostart: bool = False  # load when gpuwarden starts
     line: int | None = None  # line of its [[models]] header
+    threads: int | None = None  # CPU threads for the backend (None: its own default)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Config:
     restart: RestartConfig = RestartConfig()
     sample_interval_s: float = 1.0  # 0.25..10
     source: str = "<defaults>"
+    llama_server: Path | None = None  # the llama-server binary; None: PATH, then our build
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
@@ -145,6 +147,7 @@ MODEL_FIELDS: Mapping[str, FieldSpec] = {
     "eviction": choice(EVICTION_POLICIES),
     "priority": integer(),
     "args": strings(),
+    "threads": integer(1),
     "vram_mib": number(positive=True),
     "ram_mib": number(positive=True),
     "layers": integer(1),
@@ -170,7 +173,8 @@ RESTART_FIELDS: Mapping[str, FieldSpec] = {
     "max_consecutive": integer(1),
     "startup_timeout_s": number(positive=True),
 }
-TOP_FIELDS: Mapping[str, FieldSpec] = {"sample_interval_s": number(0.25, 10)}
+TOP_FIELDS: Mapping[str, FieldSpec] = {"sample_interval_s": number(0.25, 10),
+                                       "llama_server": string()}
 TOP_KEYS: tuple[str, ...] = (*TOP_FIELDS, "pressure", "restart", "models")
 
 
@@ -245,13 +249,17 @@ class _Parser:
         top = Table(data, None, "")
         self.report(self.doc.unknown_keys(top, TOP_KEYS), None, "; ignored")
         top_values = Table({k: v for k, v in data.items() if k in TOP_FIELDS}, None, "")
-        interval = self.settings(top_values, TOP_FIELDS, {"sample_interval_s": _DEFAULT_INTERVAL})
+        top_settings = self.settings(top_values, TOP_FIELDS,
+                                     {"sample_interval_s": _DEFAULT_INTERVAL,
+                                      "llama_server": None})
         pressure = _pressure_from(self.pressure(self.section(data, "pressure")))
         restart_table = self.section(data, "restart")
         restart = self.settings(restart_table, RESTART_FIELDS, vars(RestartConfig()))
         models = tuple(m for m in self.models(data.get("models", [])) if m is not None)
+        binary = top_settings["llama_server"]
         config = Config(models, pressure, RestartConfig(**restart),
-                        interval["sample_interval_s"], self.doc.source)
+                        top_settings["sample_interval_s"], self.doc.source,
+                        None if binary is None else self.base_dir / Path(binary).expanduser())
         return config, sorted(self.problems, key=lambda p: p.line or 0)
 
     def section(self, data: Mapping[str, object], name: str) -> Table:

@@ -31,7 +31,7 @@ from gpuwarden.engine.lifecycle.backend import (
 from gpuwarden.engine.lifecycle.crash import DeathReport
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib
 from gpuwarden.engine.supervisor import http
-from gpuwarden.engine.supervisor.locate import LlamaServerNotFound, find_llama_server
+from gpuwarden.engine.supervisor.locate import find_llama_server
 from gpuwarden.engine.supervisor.oom import OomWatch
 from gpuwarden.engine.supervisor.process import Exit, ServerProcess
 from gpuwarden.engine.supervisor.registry import ServerRecord, ServerRegistry, process_matches
@@ -56,7 +56,7 @@ def server_argv(binary: Path, launch: Launch, port: int, api_key: str) -> list[s
     return [str(binary), "--model", str(cfg.path), "--host", "127.0.0.1", "--port", str(port),
             "--api-key", api_key, "--n-gpu-layers", str(launch.gpu_layers),
             "--ctx-size", str(cfg.context_size), "--metrics", "--no-webui", "--alias", cfg.name,
-            *cfg.args]
+            *(("--threads", str(cfg.threads)) if cfg.threads else ()), *cfg.args]
 
 
 @dataclass
@@ -78,6 +78,8 @@ class _Server:
 class LlamaServerBackend:
     kind = "llama-server"
     can_offload = True
+    health_path = "/health"  # 503 while loading, 200 when ready
+    metrics_path: str | None = "/metrics"  # request counters (--metrics)
 
     def __init__(self, log_dir: Path, *, binary: Path | None = None,
                  settings: WatchSettings | None = None,
@@ -158,14 +160,21 @@ class LlamaServerBackend:
         if path is None or not path.is_file():
             return f"the model file {path} does not exist"
         try:
-            self._resolved = find_llama_server(self._binary)
-        except LlamaServerNotFound as exc:
+            self._resolved = self.find_binary()
+        except FileNotFoundError as exc:
             return str(exc)
         return None
 
+    def find_binary(self) -> Path:
+        """The program to run; FileNotFoundError says how to get it."""
+        return find_llama_server(self._binary)
+
+    def argv(self, binary: Path, launch: Launch, port: int, api_key: str) -> list[str]:
+        return server_argv(binary, launch, port, api_key)
+
     def _spawn(self, server: _Server) -> None:
         name, instance = server.launch.config.name, server.launch.instance
-        argv = server_argv(self._resolved, server.launch, server.port, server.api_key)
+        argv = self.argv(self._resolved, server.launch, server.port, server.api_key)
         env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # a crash must not start a debugger
         with self._lock:
             self._servers[name] = server
@@ -194,7 +203,8 @@ class LlamaServerBackend:
         alive = []
         for record in self._registry.records().values():
             answering = process_matches(record) and http.get(
-                record.port, "/health", timeout_s=2.0).status == 200
+                record.port, self.health_path, timeout_s=2.0,
+                api_key=record.api_key).status == 200
             if answering:
                 alive.append(record)
             else:
@@ -234,7 +244,8 @@ class LlamaServerBackend:
         proc = server.proc
         assert proc is not None
         while proc.alive and not server.stop.is_set():
-            if http.get(server.port, "/health", timeout_s=1.0).status == 200:
+            if http.get(server.port, self.health_path, timeout_s=1.0,
+                        api_key=server.api_key).status == 200:
                 return proc.alive
             server.stop.wait(self.settings.ready_poll_s)
         return False
@@ -249,16 +260,17 @@ class LlamaServerBackend:
         was_busy = False
         while not server.stop.wait(s.metrics_poll_s) and proc.alive:
             tick += 1
-            reply = http.get(server.port, "/metrics", timeout_s=s.hang_timeout_s,
-                             api_key=server.api_key)
-            if reply.status == 200 and server.on_activity is not None:
+            reply = http.get(server.port, self.metrics_path, timeout_s=s.hang_timeout_s,
+                             api_key=server.api_key) if self.metrics_path else None
+            if reply is not None and reply.status == 200 and server.on_activity is not None:
                 used, busy = activity.feed(http.parse_metrics(reply.body))
                 if used or busy != was_busy:
                     server.on_activity(server.launch.instance, used, busy)
                 was_busy = busy
             if tick % ticks_per_health:
                 continue
-            health = http.get(server.port, "/health", timeout_s=s.hang_timeout_s)
+            health = http.get(server.port, self.health_path, timeout_s=s.hang_timeout_s,
+                              api_key=server.api_key)
             if hang.feed(health.status == 200) and proc.alive and not server.stop.is_set():
                 log.warning("%s: no answer to %d health checks: killing it as hung",
                             server.launch.config.name, s.hang_failures)

@@ -1,0 +1,67 @@
+"""A stand-in for llama-server (and for `python -m llama_cpp.server`) that imitates the
+exotic exits the real binary cannot be made to show on a CPU-only machine.
+
+It reads its behaviour from the "model" file, a JSON object:
+  oom_above_layers: N   print CUDA's out-of-memory lines and exit 1 when -ngl > N
+  ignore_sigterm: true  only SIGKILL ends it
+  never_ready: true     /health answers 503 forever
+Everything else is served like llama-server: /health, /metrics, /v1/models.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+def arg(argv: list[str], *names: str, default: str | None = None) -> str | None:
+    for name in names:
+        if name in argv[:-1]:
+            return argv[argv.index(name) + 1]
+    return default
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(arg(argv, "--model") or "").read_text())
+    layers = int(arg(argv, "--n-gpu-layers", "--n_gpu_layers", default="0") or 0)
+    if layers > spec.get("oom_above_layers", 10**9):
+        print(f"ggml_backend_cuda_buffer_type_alloc_buffer: allocating {layers * 100} MiB on "
+              "device 0: cudaMalloc failed: out of memory", file=sys.stderr)
+        print("llama_model_load: error loading model: unable to allocate CUDA0 buffer",
+              file=sys.stderr)
+        print("srv  llama_server: exiting due to model loading error", file=sys.stderr)
+        return 1
+    if spec.get("ignore_sigterm"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready = not spec.get("never_ready")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path in ("/health", "/v1/models"):
+                self._reply(200 if ready else 503, b'{"status": "ok"}')
+            elif self.path == "/metrics":
+                self._reply(200, b"llamacpp:requests_processing 0\\n")
+            else:
+                self._reply(404, b"{}")
+
+        def _reply(self, code: int, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    port = int(arg(argv, "--port") or 0)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print(f"stand-in listening on 127.0.0.1:{port} with {layers} GPU layers", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
