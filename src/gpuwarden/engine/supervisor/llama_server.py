@@ -40,6 +40,8 @@ from gpuwarden.engine.supervisor.watch import ActivityTracker, HangDetector, Wat
 log = logging.getLogger(__name__)
 
 PORT_RETRIES = 3
+FAST_READY_WINDOW_S = 0.5
+FAST_READY_POLL_S = 0.025
 _BIND_FAILED = re.compile(r"couldn't bind|address already in use", re.IGNORECASE)
 _MIB = 1024.0 * 1024.0
 
@@ -241,13 +243,18 @@ class LlamaServerBackend:
         self._watch_running(server)
 
     def _wait_ready(self, server: _Server) -> bool:
+        """Poll until ready: every 25 ms for the first half second (small models load in
+        milliseconds), then every ``ready_poll_s``."""
         proc = server.proc
         assert proc is not None
+        started = time.monotonic()
         while proc.alive and not server.stop.is_set():
             if http.get(server.port, self.health_path, timeout_s=1.0,
                         api_key=server.api_key).status == 200:
                 return proc.alive
-            server.stop.wait(self.settings.ready_poll_s)
+            early = time.monotonic() - started < FAST_READY_WINDOW_S
+            server.stop.wait(min(FAST_READY_POLL_S, self.settings.ready_poll_s) if early
+                             else self.settings.ready_poll_s)
         return False
 
     def _watch_running(self, server: _Server) -> None:
