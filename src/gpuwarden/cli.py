@@ -66,6 +66,13 @@ def _add_config_option(p: argparse.ArgumentParser, top: bool) -> None:
                    help="the models and limits (default: ~/.config/gpuwarden/config.toml)")
 
 
+def _add_quit_option(p: argparse.ArgumentParser, top: bool) -> None:
+    p.add_argument("--leave-running", action="store_true",
+                   default=False if top else argparse.SUPPRESS,
+                   help="on exit, leave the llama-server processes running; the next "
+                        "gpuwarden adopts them instead of starting new ones")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpuwarden",
@@ -83,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how much history to keep (default 3600 s)")
     parser.add_argument("--theme", choices=("auto", "dark", "light"), default="auto")
     _add_config_option(parser, top=True)
+    _add_quit_option(parser, top=True)
     parser.add_argument("--quit-after", type=_positive_seconds, metavar="SECONDS",
                         help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -96,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stop after this long (default: until Ctrl+C / SIGTERM)")
     headless.add_argument("--events", choices=("-",), metavar="-",
                           help="print every event as one JSON line to stdout")
-    headless.add_argument("--leave-running", action="store_true",
-                          help="on exit, leave the llama-server processes running; the next "
-                               "gpuwarden adopts them instead of starting new ones")
+    _add_quit_option(headless, top=False)
     _add_telemetry_options(headless, top=False)
     setup = sub.add_parser("setup", help="install a component gpuwarden can run: "
                                          "`setup llama-server` builds llama.cpp's server")

@@ -36,9 +36,11 @@ class _EngineWorker(QObject):
     frame = Signal(object)
     event = Signal(object)
 
-    def __init__(self, service: EngineService, window_s: float) -> None:
+    def __init__(self, service: EngineService, window_s: float,
+                 leave_running: bool = False) -> None:
         super().__init__()
         self._service = service
+        self._leave_running = leave_running
         self._sampler = service.sampler
         self._window_s = window_s
         self._timer: QTimer | None = None
@@ -102,7 +104,7 @@ class _EngineWorker(QObject):
         for timer in (self._timer, self._deadline):
             if timer is not None:
                 timer.stop()
-        self._service.close()
+        self._service.close(leave_running=self._leave_running)
 
 
 class EngineBridge(QObject):
@@ -116,12 +118,12 @@ class EngineBridge(QObject):
     _simulate_requested = Signal(int)
 
     def __init__(self, service_factory: Callable[[], EngineService],
-                 window_s: float = 60.0) -> None:
+                 window_s: float = 60.0, *, leave_running: bool = False) -> None:
         super().__init__()
         self._thread = QThread()
         self._thread.setObjectName("gpuwarden-engine")
         _threads.add(self._thread)
-        self._worker = _EngineWorker(service_factory(), window_s)
+        self._worker = _EngineWorker(service_factory(), window_s, leave_running)
         self._worker.moveToThread(self._thread)
         self._thread.started.connect(self._worker.start)
         self._worker.snapshot.connect(self._on_snapshot)

@@ -82,7 +82,8 @@ def _run_window(args: argparse.Namespace, options: TelemetryOptions) -> int:
         print(f"gpuwarden: {note}", file=sys.stderr)
     options = replace(options, interval_s=args.interval or config.sample_interval_s)
     bridge = EngineBridge(lambda: EngineService.build(config, options, default_service_paths(),
-                                                      problems=notes))
+                                                      problems=notes),
+                          leave_running=args.leave_running)
     window = MainWindow(bridge, theme)
     window.show()
     bridge.start()
