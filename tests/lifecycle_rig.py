@@ -15,7 +15,8 @@ from helpers import StaticHostProbe
 
 class Rig:
     def __init__(self, *models: ModelConfig, pressure: PressureConfig | None = None,
-                 restart: RestartConfig | None = None, vram_total_mib: float = 24576.0) -> None:
+                 restart: RestartConfig | None = None, vram_total_mib: float = 24576.0,
+                 stop_time_s: float = 0.0) -> None:
         self.clock = FakeClock()
         self.bus = EventBus(clock=self.clock)
         self.events: list[Event] = []
@@ -24,7 +25,7 @@ class Rig:
         self.gpu = self.probe.gpu(0)
         assert abs(self.gpu.profile.memory_total_mib - vram_total_mib) < 1
         self.sampler = Sampler(self.probe, StaticHostProbe(), bus=self.bus, clock=self.clock)
-        self.backend = SimulatedBackend(self.probe, self.clock)
+        self.backend = SimulatedBackend(self.probe, self.clock, stop_time_s=stop_time_s)
         config = Config(models=models, pressure=pressure or PressureConfig(),
                         restart=restart or RestartConfig())
         self.manager = LifecycleManager(config, {"simulated": self.backend}, bus=self.bus,

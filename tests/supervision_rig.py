@@ -13,6 +13,7 @@ from gpuwarden.engine.events import Event, EventBus
 from gpuwarden.engine.lifecycle.config import Config, ModelConfig, RestartConfig
 from gpuwarden.engine.lifecycle.manager import LifecycleManager
 from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
+from gpuwarden.engine.supervisor.registry import ServerRegistry
 from gpuwarden.engine.supervisor.watch import WatchSettings
 
 FAST = WatchSettings(ready_poll_s=0.05, hang_poll_s=0.3, hang_timeout_s=0.3, hang_failures=3,
@@ -63,11 +64,12 @@ class EventWaiter:
 class SupervisionRig:
     def __init__(self, binary: Path, log_dir: Path, *models: ModelConfig,
                  restart: RestartConfig | None = None, settings: WatchSettings = FAST,
-                 backend_cls: type[LlamaServerBackend] = LlamaServerBackend) -> None:
+                 backend_cls: type[LlamaServerBackend] = LlamaServerBackend,
+                 registry: ServerRegistry | None = None) -> None:
         self.clock = SystemClock()
         self.bus = EventBus(clock=self.clock)
         self.waiter = EventWaiter(self.bus)
-        self.backend = backend_cls(log_dir, binary=binary, settings=settings)
+        self.backend = backend_cls(log_dir, binary=binary, settings=settings, registry=registry)
         self.manager = LifecycleManager(
             Config(models=models, restart=restart or RestartConfig(backoff_base_s=0.2)),
             {self.backend.kind: self.backend}, bus=self.bus, clock=self.clock)

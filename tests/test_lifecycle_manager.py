@@ -212,3 +212,35 @@ def test_no_offload_to_the_cpu_while_ram_is_short_too():
     assert rig.of("model.offloaded") == []
     assert rig.of("model.unloaded")[0].reason == "pressure"
     assert PressureConfig().ram.enter < 100 * 7900 / 8192
+
+
+def test_a_model_loaded_again_is_not_idle_because_of_its_old_last_use():
+    rig = Rig(model("m", idle_timeout_s=60.0, load_time_s=0.0))
+    rig.manager.load("m")
+    rig.step(1.0)
+    rig.manager.notify_access("m")
+    rig.step(120.0, every=10.0)
+    assert rig.of("model.unloaded", "m")[0].reason == "idle"
+    rig.manager.load("m")
+    rig.step(5.0)
+    assert rig.device("m") == "gpu"  # not unloaded again at the next sample
+    assert len(rig.of("model.unloaded", "m")) == 1
+
+
+def test_unload_or_quit_during_an_offload_or_swap_is_final():
+    rig = Rig(model("a", vram_mib=16 * GIB, placement="gpu"),
+              model("b", vram_mib=12 * GIB, placement="gpu"), stop_time_s=2.0)
+    rig.manager.load("a")
+    rig.step(1.0)
+    rig.manager.offload("a")  # stopping, to come back on the CPU ...
+    rig.manager.unload("a")  # ... but the user says no
+    rig.step(5.0)
+    assert rig.device("a") == "unloaded" and rig.backend.running() == []
+    assert [e.reason for e in rig.of("model.unloaded", "a")] == ["user"]
+    rig.manager.load("a")
+    rig.step(100.0, every=10.0)
+    rig.manager.load("b")  # swaps a out; b waits for a's process to end ...
+    rig.manager.shutdown()  # ... and then gpuwarden quits
+    rig.step(5.0)
+    assert rig.backend.running() == []
+    assert rig.of("model.loading", "b") == []

@@ -172,3 +172,37 @@ def test_restart_policy_applies_to_real_crashes(rig_factory, tiny):
     os.kill(rig.backend.pid("tiny"), signal.SIGKILL)
     exhausted = rig.waiter.wait_for("model.restart_exhausted", "tiny").to_dict()
     assert exhausted["attempts"] == 2
+
+
+def test_a_binary_that_cannot_be_executed_is_a_launch_failure_not_a_stuck_model(tmp_path, tiny):
+    broken = tmp_path / "llama-server"
+    broken.write_text("this is not a program\n")  # executable bit, but no format: ENOEXEC
+    broken.chmod(0o755)
+    rig = SupervisionRig(broken, tmp_path / "logs", llama("tiny", tiny))
+    try:
+        assert rig.manager.load("tiny").ok
+        crashed = rig.waiter.wait_for("model.crashed", "tiny").to_dict()
+        assert crashed["kind"] == "launch_failed"
+        assert "cannot start" in crashed["log_tail"][0]
+        assert rig.manager.state("tiny").device == "crashed"  # not stuck in "loading"
+    finally:
+        rig.close()
+
+
+def test_supervision_goes_on_when_the_registry_cannot_be_written(llama_server_bin, tmp_path,
+                                                                 tiny):
+    from gpuwarden.engine.supervisor.registry import ServerRegistry
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    registry = ServerRegistry(blocker / "servers.json")  # its folder cannot be made
+    rig = SupervisionRig(llama_server_bin, tmp_path / "logs", llama("tiny", tiny),
+                         registry=registry)
+    try:
+        rig.manager.load("tiny")
+        rig.waiter.wait_for("model.ready", "tiny")
+        os.kill(rig.backend.pid("tiny"), signal.SIGKILL)
+        rig.waiter.wait_for("model.crashed", "tiny")
+        rig.waiter.wait_for("model.ready", "tiny", count=2)
+    finally:
+        rig.close()

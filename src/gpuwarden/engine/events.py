@@ -214,6 +214,18 @@ class ModelCrashed(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRefused(Event):
+    """A load gpuwarden would not carry out on its own (autostart): why, for a person."""
+
+    TYPE: ClassVar[str] = "model.refused"
+    model: str
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.model}: not loaded: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelRestartScheduled(Event):
     TYPE: ClassVar[str] = "model.restart_scheduled"
     model: str

@@ -21,6 +21,7 @@ from gpuwarden.engine.events import (
     ModelLoading,
     ModelOffloaded,
     ModelReady,
+    ModelRefused,
     ModelRestartExhausted,
     ModelRestartScheduled,
     ModelUnloaded,
@@ -51,6 +52,7 @@ MAX_CRASH_HISTORY = 20
 Attach = Callable[[Launch, ReadyCallback, ExitCallback, ActivityCallback], None]
 _OFFLOAD = "offload:"  # stop reason prefix: come back on the CPU once stopped
 _TIMED_OUT = "startup_timeout"
+_FINAL_STOPS = frozenset({"user", "shutdown"})
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,12 @@ class LifecycleManager:
             if s.config.backend not in self._backends:
                 return AdminResult(False, f"the {s.config.backend} backend is not available "
                                           f"in this version of gpuwarden, so {name} cannot load")
-            self._put(s.replace(user_unloaded=False, gave_up=False, restart_at=None,
-                                consecutive_crashes=0 if s.gave_up else s.consecutive_crashes))
             plan = policy.plan_load(self._states, name, self._free_vram().get(s.config.gpu),
                                     self._clock.time(), self._estimate, reason)
             if isinstance(plan, Refusal):
                 return AdminResult(False, plan.message)
+            self._put(s.replace(user_unloaded=False, gave_up=False, restart_at=None,
+                                consecutive_crashes=0 if s.gave_up else s.consecutive_crashes))
             self._apply_all(plan)
             return AdminResult(True, f"loading {name}")
 
@@ -257,11 +259,15 @@ class LifecycleManager:
         with self._lock:
             for s in list(self._states.values()):
                 if s.config.autostart and not s.live:
-                    self.load(s.name, "autostart")
+                    result = self.load(s.name, "autostart")
+                    if not result.ok:
+                        log.warning("autostart of %s refused: %s", s.name, result.message)
+                        self._bus.publish(ModelRefused(model=s.name, message=result.message))
 
     def shutdown(self) -> None:
         """Stop every model (reason: shutdown); nothing is restarted afterwards."""
         with self._lock:
+            self._waiting.clear()
             for s in list(self._states.values()):
                 self._put(s.replace(restart_at=None, user_unloaded=True))
                 if s.live:
@@ -324,6 +330,8 @@ class LifecycleManager:
         """Ask the backend to stop; what follows is decided when it has exited."""
         s = self._states[name]
         if s.device == "stopping":
+            if reason in _FINAL_STOPS:  # the user or shutdown overrules an offload or swap
+                self._stop_reason[name] = reason
             return
         self._stop_reason[name] = reason
         self._put(s.replace(device="stopping"))
@@ -341,7 +349,7 @@ class LifecycleManager:
                     "partial" if s.gpu_layers is not None else "gpu")
                 now = self._clock.time()
                 self._put(s.replace(device=device, vram_mib=fp.vram_mib, ram_mib=fp.ram_mib,
-                                    ready_since=now, last_access=s.last_access or now))
+                                    ready_since=now))
                 self._bus.publish(ModelReady(model=name, placement=_describe(
                     device, s.gpu_layers or 0), vram_mib=fp.vram_mib, ram_mib=fp.ram_mib))
         return on_ready
@@ -379,7 +387,7 @@ class LifecycleManager:
             self._due(report.model, self._clock.time())
 
     def _after_clean_exit(self, before: ModelState, reason: str) -> None:
-        if reason.startswith(_OFFLOAD):
+        if reason.startswith(_OFFLOAD) and not self._states[before.name].user_unloaded:
             self._bus.publish(ModelOffloaded(model=before.name, reason=reason[len(_OFFLOAD):],
                                              freed_vram_mib=before.vram_mib))
             self._start(Load(before.name, "cpu", "offload"))
@@ -414,7 +422,9 @@ class LifecycleManager:
 
     def _release_waiting(self) -> None:
         for name, (load, blockers) in list(self._waiting.items()):
-            if not any(self._states[b].live for b in blockers):
+            if self._states[name].user_unloaded:
+                del self._waiting[name]
+            elif not any(self._states[b].live for b in blockers):
                 del self._waiting[name]
                 self._start(load)
 

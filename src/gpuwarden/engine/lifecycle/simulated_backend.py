@@ -51,6 +51,7 @@ class _Running:
     on_exit: ExitCallback
     ready_at: float
     ready: bool = False
+    exit_at: float | None = None  # stopping: exits (cleanly) at this time
 
 
 def owner(model: str) -> str:
@@ -62,10 +63,11 @@ class SimulatedBackend:
     can_offload = True
 
     def __init__(self, probe: SimulatedProbe | None, clock: Clock,
-                 ram: SimulatedRam | None = None) -> None:
+                 ram: SimulatedRam | None = None, stop_time_s: float = 0.0) -> None:
         self._probe = probe
         self._clock = clock
         self._ram = ram
+        self._stop_time_s = stop_time_s  # > 0: stops finish later, like real processes
         self._running: dict[str, _Running] = {}
 
     def attach(self, probe: SimulatedProbe) -> None:
@@ -104,8 +106,17 @@ class SimulatedBackend:
         return self._probe.gpu(index)
 
     def stop(self, model: str, instance: int) -> None:
-        run = self._take(model, instance)
-        if run is not None:
+        run = self._running.get(model)
+        if run is None or run.launch.instance != instance:
+            return
+        if self._stop_time_s > 0:
+            run.exit_at = run.exit_at or self._clock.time() + self._stop_time_s
+            return
+        self._finish_stop(run)
+
+    def _finish_stop(self, run: _Running) -> None:
+        model, instance = run.launch.config.name, run.launch.instance
+        if self._take(model, instance) is not None:
             run.on_exit(DeathReport(model, instance, exit_code=0, expected=True))
 
     def crash(self, model: str, exit_code: int = 137, log_tail: tuple[str, ...] = ()) -> bool:
@@ -133,7 +144,10 @@ class SimulatedBackend:
 
     def poll(self, now: float) -> None:
         for run in list(self._running.values()):
-            if not run.ready and now >= run.ready_at:
+            if run.exit_at is not None:
+                if now >= run.exit_at:
+                    self._finish_stop(run)
+            elif not run.ready and now >= run.ready_at:
                 run.ready = True
                 run.on_ready(run.launch.instance, footprint(run.launch))
 

@@ -90,9 +90,10 @@ def initial_state(config: ModelConfig) -> ModelState:
 
 
 def idle_for(state: ModelState, now: float) -> float:
-    """Seconds since the model was last used (or became ready, if never used)."""
-    since = state.last_access if state.last_access is not None else state.ready_since
-    return 0.0 if since is None else max(0.0, now - since)
+    """Seconds since the model was last used or (re)loaded, whichever is later: a model
+    the user just loaded is not idle because it was last used yesterday."""
+    marks = [t for t in (state.last_access, state.ready_since) if t is not None]
+    return 0.0 if not marks else max(0.0, now - max(marks))
 
 
 def priority_of(state: ModelState, now: float) -> Priority:

@@ -8,14 +8,17 @@ once; /health every 5 s (2 s timeout, 3 misses = hung, killed); /metrics every s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import re
 import secrets
+import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +95,7 @@ class LlamaServerBackend:
         self._servers: dict[str, _Server] = {}
         self._lock = threading.Lock()
         self._registry = registry
+        self._registry_lock = threading.Lock()
         self._stoppers: list[threading.Thread] = []
 
     # -- Backend interface ------------------------------------------------------------
@@ -179,18 +183,41 @@ class LlamaServerBackend:
         argv = self.argv(self._resolved, server.launch, server.port, server.api_key)
         env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # a crash must not start a debugger
         with self._lock:
-            self._servers[name] = server
-            server.proc = ServerProcess.launch(
-                argv, log_path=self._log_path(name), env=env,
-                on_exit=lambda ex: self._exited(name, instance, ex))
-            server.oom = OomWatch.for_pid(server.proc.pid)
-        if self._registry is not None:
-            self._registry.add(ServerRecord(
-                model=name, pid=server.proc.pid, port=server.port, api_key=server.api_key,
-                executable=str(Path(argv[0]).resolve()), cmdline=tuple(argv),
-                started_ts=_create_time(server.proc.pid), instance=instance))
+            try:
+                server.proc = ServerProcess.launch(
+                    argv, log_path=self._log_path(name), env=env,
+                    on_exit=lambda ex: self._exited(name, instance, ex))
+            except OSError as exc:  # not executable, wrong format, log folder unwritable
+                log.warning("cannot start %s for %s", argv[0], name, exc_info=True)
+                failed: str | None = f"cannot start {argv[0]}: {exc.strerror or exc}"
+            else:
+                failed = None
+                self._servers[name] = server
+                server.oom = OomWatch.for_pid(server.proc.pid)
+        if failed is not None:
+            server.on_exit(DeathReport(name, instance, kind_hint="launch_failed",
+                                       log_tail=(failed,), during_startup=True))
+            return
+        proc = server.proc
+        assert proc is not None
+        record = ServerRecord(model=name, pid=proc.pid, port=server.port,
+                              api_key=server.api_key, executable=str(Path(argv[0]).resolve()),
+                              cmdline=tuple(argv), started_ts=_create_time(proc.pid),
+                              instance=instance)
+        self._record(lambda r: r.add(record))
         threading.Thread(target=self._watch, args=(server,), name=f"health-{name}",
                          daemon=True).start()
+
+    def _record(self, change: Callable[[ServerRegistry], None]) -> None:
+        """Update the registry; a failure (disk full) must not stop supervision."""
+        if self._registry is None:
+            return
+        with self._registry_lock:
+            try:
+                change(self._registry)
+            except OSError:
+                log.warning("cannot update %s; servers left running may not be adopted",
+                            self._registry.path, exc_info=True)
 
     def _log_path(self, name: str) -> Path:
         return self._log_dir / f"{_safe(name)}.log"
@@ -203,15 +230,24 @@ class LlamaServerBackend:
         if self._registry is None:
             return []
         alive = []
-        for record in self._registry.records().values():
-            answering = process_matches(record) and http.get(
-                record.port, self.health_path, timeout_s=2.0,
-                api_key=record.api_key).status == 200
-            if answering:
+        for record in list(self._registry.records().values()):
+            if not process_matches(record):
+                self._forget(record.model)
+                continue
+            reply = http.get(record.port, self.health_path, timeout_s=2.0,
+                             api_key=record.api_key)
+            if reply.status is not None:  # 200, or 503 while still loading: ours, adopt it
                 alive.append(record)
-            else:
-                self._registry.remove(record.model)
+                continue
+            log.warning("%s (pid %d) was started by gpuwarden but does not answer: "
+                        "killing it so it can be started afresh", record.model, record.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, signal.SIGKILL)
+            self._forget(record.model)
         return alive
+
+    def _forget(self, model: str) -> None:
+        self._record(lambda r: r.remove(model))
 
     def adopt(self, record: ServerRecord, launch: Launch, on_ready: ReadyCallback,
               on_exit: ExitCallback, on_activity: ActivityCallback | None = None) -> None:
@@ -223,8 +259,7 @@ class LlamaServerBackend:
             server.proc = ServerProcess.adopt(
                 record.pid, log_path=self._log_path(name),
                 on_exit=lambda ex: self._exited(name, launch.instance, ex))
-        if self._registry is not None:
-            self._registry.add(dataclasses.replace(record, instance=launch.instance))
+        self._record(lambda r: r.add(dataclasses.replace(record, instance=launch.instance)))
         threading.Thread(target=self._watch, args=(server,), name=f"health-{name}",
                          daemon=True).start()
 
@@ -258,32 +293,41 @@ class LlamaServerBackend:
         return False
 
     def _watch_running(self, server: _Server) -> None:
+        """Metrics every ``metrics_poll_s``; /health on its own clock every ``hang_poll_s``.
+        While a health check goes unanswered the metrics are not asked (each would wait
+        for its timeout), so a hang is called after ``hang_failures`` probes, ~15-20 s."""
         proc = server.proc
         assert proc is not None
         s = self.settings
         hang, activity = HangDetector(s.hang_failures), ActivityTracker()
-        ticks_per_health = max(1, round(s.hang_poll_s / s.metrics_poll_s))
-        tick = 0
-        was_busy = False
-        while not server.stop.wait(s.metrics_poll_s) and proc.alive:
-            tick += 1
-            reply = http.get(server.port, self.metrics_path, timeout_s=s.hang_timeout_s,
-                             api_key=server.api_key) if self.metrics_path else None
-            if reply is not None and reply.status == 200 and server.on_activity is not None:
-                used, busy = activity.feed(http.parse_metrics(reply.body))
-                if used or busy != was_busy:
-                    server.on_activity(server.launch.instance, used, busy)
-                was_busy = busy
-            if tick % ticks_per_health:
+        next_health = time.monotonic() + s.hang_poll_s
+        answering, was_busy = True, False
+        while not server.stop.wait(s.metrics_poll_s if answering else 0.05) and proc.alive:
+            if answering and self.metrics_path:
+                was_busy = self._read_activity(server, activity, was_busy)
+            if time.monotonic() < next_health:
                 continue
             health = http.get(server.port, self.health_path, timeout_s=s.hang_timeout_s,
                               api_key=server.api_key)
-            if hang.feed(health.status == 200) and proc.alive and not server.stop.is_set():
+            answering = health.status == 200
+            next_health = time.monotonic() + s.hang_poll_s
+            if hang.feed(answering) and proc.alive and not server.stop.is_set():
                 log.warning("%s: no answer to %d health checks: killing it as hung",
                             server.launch.config.name, s.hang_failures)
                 server.hung = True
                 proc.kill()
                 return
+
+    def _read_activity(self, server: _Server, activity: ActivityTracker, was_busy: bool) -> bool:
+        assert self.metrics_path is not None
+        reply = http.get(server.port, self.metrics_path, timeout_s=self.settings.hang_timeout_s,
+                         api_key=server.api_key)
+        if reply.status != 200 or server.on_activity is None:
+            return was_busy
+        used, busy = activity.feed(http.parse_metrics(reply.body))
+        if used or busy != was_busy:
+            server.on_activity(server.launch.instance, used, busy)
+        return busy
 
     def _exited(self, name: str, instance: int, ex: Exit) -> None:
         server = self._server(name, instance)
@@ -300,8 +344,7 @@ class LlamaServerBackend:
         with self._lock:
             if self._servers.get(name) is server:
                 del self._servers[name]
-        if self._registry is not None:
-            self._registry.remove(name)
+        self._forget(name)
         server.stop.set()
         server.on_exit(DeathReport(
             name, instance, exit_code=ex.exit_code, signal=ex.signal, log_tail=tail,

@@ -79,11 +79,12 @@ class ServerProcess:
             code, sig = (None, -rc) if rc < 0 else (rc, None)
         else:
             _wait_pid(self.pid)
-        self._exited.set()
-        try:
+        try:  # report first, so whoever waits for the exit also sees its consequences
             self._on_exit(Exit(code, sig, time.monotonic(), self._stopping.is_set()))
         except Exception:
             log.exception("exit handler for pid %d failed", self.pid)
+        finally:
+            self._exited.set()
 
     @property
     def alive(self) -> bool:
@@ -115,12 +116,26 @@ class ServerProcess:
         return logfile.read_from(self.log_path, self.log_offset)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _wait_pid(pid: int) -> None:
     """Block until a process that is not our child ends."""
     try:
         fd = os.pidfd_open(pid)
-    except (ProcessLookupError, OSError):
-        return  # already gone (or no pidfd): treat as ended now
+    except ProcessLookupError:
+        return  # already gone
+    except OSError:  # no pidfd here (old kernel, seccomp): fall back to polling
+        while _pid_alive(pid):
+            time.sleep(0.2)
+        return
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
