@@ -36,7 +36,9 @@ def config(tmp_path: Path, llama_server_bin: Path, monkeypatch) -> Config:
 
 def start(config: Config, paths: ServicePaths) -> tuple[EngineService, EventWaiter]:
     service = EngineService.build(config, TelemetryOptions(simulate=SimulateSpec()), paths)
-    return service, EventWaiter(service.bus)
+    waiter = EventWaiter(service.bus)
+    service.start()
+    return service, waiter
 
 
 def servers_of(model_path: Path) -> list[int]:

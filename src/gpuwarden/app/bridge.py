@@ -58,17 +58,21 @@ class _EngineWorker(QObject):
         for event in self._service.bus.recent():  # what happened before the window opened
             self.event.emit(event)
         self._timer.start()
-        self.tick()  # a first sample, so autostart loads know what fits
-        self._service.manager.autostart()
+        self._service.start()  # adoption, a first sample, autostart
+        self._emit_latest()
+        self._arm_deadline()
 
     @Slot()
     def tick(self) -> None:
         self._service.tick()
+        self._emit_latest()
+        self._arm_deadline()
+
+    def _emit_latest(self) -> None:
         snap = self._sampler.last
         if snap is not None:
             self.snapshot.emit(snap)
             self._emit_frame(snap)
-        self._arm_deadline()
 
     @Slot()
     def _on_deadline(self) -> None:

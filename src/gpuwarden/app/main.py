@@ -22,6 +22,7 @@ from gpuwarden.engine.supervisor.instance_lock import (
     InstanceLock,
     default_lock_path,
 )
+from gpuwarden.engine.telemetry.scenario import load_scenario
 from gpuwarden.startup import ConfigFileMissing, read_config
 from gpuwarden.widgets.theme import apply_palette, pick_theme
 
@@ -73,6 +74,8 @@ def _run_window(args: argparse.Namespace, options: TelemetryOptions) -> int:
     app.setWindowIcon(QIcon(str(RESOURCES / "gpuwarden.svg")))
     theme = pick_theme(args.theme)
     apply_palette(app, theme)
+    if options.simulate is not None and options.simulate.scenario is not None:
+        load_scenario(options.simulate.scenario)  # a bad file: one clear line, before Qt
     try:
         config, notes = read_config(args.config)
     except ConfigFileMissing as exc:

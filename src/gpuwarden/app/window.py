@@ -158,6 +158,7 @@ class MainWindow(QMainWindow):
         self.event_log.add_event(event)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.hide()  # stopping servers can take their 10 s grace: not with a frozen window
         self._bridge.stop()
         super().closeEvent(event)
 

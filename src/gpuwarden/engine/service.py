@@ -101,7 +101,13 @@ class EngineService:
         self._started = self.clock.monotonic()
         for problem in (*problems, *self.hint_problems, *registry_problems):
             self.bus.publish(ConfigProblemFound(message=str(problem)))
+
+    def start(self) -> None:
+        """On the engine's own thread: adopt servers left running, take a first sample
+        (so autostart loads know what fits), then autostart."""
         self.adopt_running_servers()
+        self.tick()
+        self.manager.autostart()
 
     def adopt_running_servers(self) -> list[str]:
         """Take over llama-servers an earlier gpuwarden left running (same binary and
@@ -161,8 +167,7 @@ class EngineService:
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Sample at the interval and fire restarts on time, until ``stop`` or the duration."""
-        self.tick()  # a first sample, so autostart loads know what fits
-        self.manager.autostart()
+        self.start()
         interval = self.sampler.interval_s
         next_sample = self.clock.monotonic() + interval
         end = None if duration_s is None else next_sample + duration_s
