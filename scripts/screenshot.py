@@ -23,12 +23,13 @@ from PySide6.QtWidgets import QApplication
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.clock import FakeClock
-from gpuwarden.engine.lifecycle.config import Config
+from gpuwarden.engine.lifecycle.config import Config, ModelConfig
 from gpuwarden.engine.service import EngineService, ServicePaths
 from gpuwarden.engine.telemetry.host import PsutilHostProbe
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.scenario import parse_scenario
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
+from gpuwarden.engine.telemetry.simulated_ram import HostWithSimulatedRam
 from gpuwarden.engine.telemetry.snapshot import HostSample
 from gpuwarden.widgets.theme import DARK, apply_palette
 
@@ -46,10 +47,10 @@ name = "Simulated RTX 3060"
 memory_total_mib = 12288
 power_limit_w = 170
 [[step]]
-at = 30
+at = 300
 action = "vram_grab"
-owner = "llama-server"
-mib = 14500
+owner = "blender"
+mib = 7000
 [[step]]
 at = 60
 action = "load"
@@ -102,22 +103,35 @@ class WarmupHost:
                           swap_total_mib=real.swap_total_mib, disks=real.disks)
 
 
-def warmed_sampler(clock: FakeClock) -> Sampler:
+MODELS = Config(models=(
+    ModelConfig(name="chat-8b", backend="simulated", placement="gpu", eviction="never",
+                vram_mib=6200, load_time_s=3, autostart=True),
+    ModelConfig(name="coder-14b", backend="simulated", placement="auto", eviction="pressure",
+                vram_mib=9800, ram_mib=11000, load_time_s=6),
+))
+
+
+def warmed_service(clock: FakeClock) -> EngineService:
+    """Ten minutes of a real engine (models, pressure, relief) on a fake clock."""
     probe = SimulatedProbe.from_scenario(parse_scenario(WORKLOAD, "screenshot workload"))
     sampler = Sampler(probe, WarmupHost(), clock=clock, interval_s=1.0)
-    for _ in range(WARMUP_S):
-        sampler.tick()
+    service = EngineService(MODELS, sampler, ServicePaths(journal=None, hints=None))
+    service.start()
+    for second in range(WARMUP_S):
+        if second == 45:
+            service.manager.load("coder-14b")
+        service.tick()
+        service.manager.tick()
         clock.advance(1.0)
-    sampler.replace_host_probe(PsutilHostProbe())
-    return sampler
+    sampler.replace_host_probe(HostWithSimulatedRam(PsutilHostProbe(), service.simulated_ram))
+    return service
 
 
 def main(out: Path) -> int:
     app = QApplication(sys.argv[:1])
     apply_palette(app, DARK)
     clock = FakeClock(start=time.time() - WARMUP_S)
-    sampler = warmed_sampler(clock)
-    service = EngineService(Config(), sampler, ServicePaths(journal=None, hints=None))
+    service = warmed_service(clock)
     bridge = EngineBridge(lambda: service, window_s=600.0)
     window = MainWindow(bridge, DARK)
     window.resize(1400, 900)

@@ -22,7 +22,7 @@ class EventLog(QListWidget):
 
     def add_event(self, event: Event) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
-        item = QListWidgetItem(f"{stamp}  {event.type:<16} {event.describe()}")
+        item = QListWidgetItem(f"{stamp}  {event.type:<24} {event.describe()}")
         item.setToolTip(event.describe())
         self.insertItem(0, item)
         while self.count() > MAX_ROWS:
