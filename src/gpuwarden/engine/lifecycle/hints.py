@@ -9,7 +9,6 @@ while the others load.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from typing import Any
 from gpuwarden.engine import paths
 from gpuwarden.engine.atomic import atomic_write_json
 from gpuwarden.engine.clock import Clock
+from gpuwarden.engine.jsondoc import DocSpec, read_doc
 from gpuwarden.engine.lifecycle.config import EVICTION_POLICIES
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ def _check(h: ModelHints) -> str:
 _FIELDS = tuple(f.name for f in dataclasses.fields(ModelHints))
 
 
+_SPEC = DocSpec(FORMAT_VERSION, "models", dict, "starting with no hints")
+
+
 class HintStore:
     """The hints of every model, in memory, saved atomically when something changed."""
 
@@ -103,28 +106,11 @@ class HintStore:
         """Replace the hints in memory with the file's. Returns problems; never raises."""
         self._hints = {}
         self._dirty = False
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            return [
-                f"{self.path.name} could not be read ({exc.strerror or exc}); "
-                "starting with no hints"
-            ]
-        try:
-            doc = json.loads(raw.decode("utf-8"))
-        except ValueError as exc:  # bad JSON or not UTF-8
-            return [self._set_aside(_short(exc))]
-        except RecursionError:
-            return [self._set_aside("nested too deeply")]
-        if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
-            return [self._set_aside('not a {"version": 1, "models": {...}} object')]
-        if doc.get("version") != FORMAT_VERSION:
-            return [self._set_aside(f"unknown format version {doc.get('version')!r}")]
-        problems: list[str] = []
+        entries, problems = read_doc(self.path, _SPEC, self._clock)
+        if entries is None:
+            return problems
         cutoff = self._clock.time() - STALE_AFTER_S
-        for name, entry in doc["models"].items():
+        for name, entry in entries.items():
             hints, why = _parse_entry(entry)
             if hints is None:
                 problems.append(f"hints for model {name!r} were invalid ({why}) and were dropped")
@@ -173,41 +159,12 @@ class HintStore:
         atomic_write_json(self.path, doc)
         self._dirty = False
 
-    def _set_aside(self, why: str) -> str:
-        """Move an unreadable file out of the way (never delete it); say where it went."""
-        stamp = int(self._clock.time())
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while target.exists():
-            n += 1
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-        try:
-            self.path.replace(target)
-        except OSError as exc:
-            log.warning("cannot move %s aside", self.path, exc_info=True)
-            return (
-                f"{self.path.name} was unreadable ({why}) and could not be moved aside "
-                f"({exc.strerror or exc}); starting with no hints, and the next save "
-                "will replace it"
-            )
-        log.warning("%s was unreadable (%s); moved to %s", self.path, why, target)
-        return (
-            f"{self.path.name} was unreadable ({why}) and was moved to {target.name}; "
-            "starting with no hints"
-        )
-
 
 def _overrides_only(h: ModelHints) -> ModelHints | None:
     if h.eviction_override is None and h.priority_override is None:
         return None
     return ModelHints(eviction_override=h.eviction_override,
                       priority_override=h.priority_override, updated_ts=h.updated_ts)
-
-
-def _short(exc: ValueError) -> str:
-    """``Expecting value: line 1 column 1 (char 0)`` -> ``Expecting value: line 1 column 1``."""
-    msg = str(exc)
-    return msg.rsplit(" (char ", 1)[0] if isinstance(exc, json.JSONDecodeError) else msg
 
 
 def _parse_entry(entry: object) -> tuple[ModelHints | None, str]:

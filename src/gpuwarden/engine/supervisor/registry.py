@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ import psutil
 from gpuwarden.engine import paths
 from gpuwarden.engine.atomic import atomic_write_json
 from gpuwarden.engine.clock import Clock, SystemClock
+from gpuwarden.engine.jsondoc import DocSpec, read_doc
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,10 @@ def default_registry_path() -> Path:
     return paths.data_dir() / "servers.json"
 
 
+_SPEC = DocSpec(FORMAT_VERSION, "servers", list,
+                "servers started before this run will not be adopted")
+
+
 class ServerRegistry:
     """The servers gpuwarden launched and has not yet seen stop, saved on every change."""
 
@@ -102,25 +106,10 @@ class ServerRegistry:
         """Replace the records in memory with the file's. Returns problems; never raises."""
         self._records = {}
         self._loaded = True
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            return [f"{self.path.name} could not be read ({exc.strerror or exc}); "
-                    "servers started before this run will not be adopted"]
-        try:
-            doc = json.loads(raw.decode("utf-8"))
-        except ValueError as exc:  # bad JSON or not UTF-8
-            return [self._set_aside(_short(exc))]
-        except RecursionError:
-            return [self._set_aside("nested too deeply")]
-        if not isinstance(doc, dict) or not isinstance(doc.get("servers"), list):
-            return [self._set_aside('not a {"version": 1, "servers": [...]} object')]
-        if doc.get("version") != FORMAT_VERSION:
-            return [self._set_aside(f"unknown format version {doc.get('version')!r}")]
-        problems: list[str] = []
-        for n, entry in enumerate(doc["servers"], start=1):
+        entries, problems = read_doc(self.path, _SPEC, self._clock)
+        if entries is None:
+            return problems
+        for n, entry in enumerate(entries, start=1):
             record, why = _parse_entry(entry)
             if record is None:
                 name = entry.get("model") if isinstance(entry, dict) else None
@@ -166,35 +155,11 @@ class ServerRegistry:
             os.chmod(self.path, 0o600)
         atomic_write_json(self.path, doc)
 
-    def _set_aside(self, why: str) -> str:
-        """Move an unreadable file out of the way (never delete it); say where it went."""
-        stamp = int(self._clock.time())
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while target.exists():
-            n += 1
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-        try:
-            self.path.replace(target)
-        except OSError as exc:
-            log.warning("cannot move %s aside", self.path, exc_info=True)
-            return (f"{self.path.name} was unreadable ({why}) and could not be moved aside "
-                    f"({exc.strerror or exc}); servers started before this run will not "
-                    "be adopted, and the next save will replace it")
-        log.warning("%s was unreadable (%s); moved to %s", self.path, why, target)
-        return (f"{self.path.name} was unreadable ({why}) and was moved to {target.name}; "
-                "servers started before this run will not be adopted")
-
 
 def _to_json(r: ServerRecord) -> dict[str, object]:
     d = dataclasses.asdict(r)
     d["cmdline"] = list(r.cmdline)
     return d
-
-
-def _short(exc: ValueError) -> str:
-    msg = str(exc)
-    return msg.rsplit(" (char ", 1)[0] if isinstance(exc, json.JSONDecodeError) else msg
 
 
 def _parse_entry(entry: object) -> tuple[ServerRecord | None, str]:
