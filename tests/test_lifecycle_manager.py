@@ -244,3 +244,15 @@ def test_unload_or_quit_during_an_offload_or_swap_is_final():
     rig.step(5.0)
     assert rig.backend.running() == []
     assert rig.of("model.loading", "b") == []
+
+
+def test_restart_during_an_offload_restarts_where_it_was_not_on_the_cpu():
+    rig = Rig(model("a", vram_mib=8 * GIB, placement="gpu"), stop_time_s=2.0)
+    rig.manager.load("a")
+    rig.step(1.0)
+    rig.manager.offload("a")
+    rig.manager.restart("a")  # the user's later request wins over the offload
+    rig.manager.restart("a")  # pressed twice: still one restart, not pushed back
+    rig.step(5.0)
+    assert rig.device("a") == "gpu"
+    assert [e.reason for e in rig.of("model.loading", "a")] == ["user", "restart"]

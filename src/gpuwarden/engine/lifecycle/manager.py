@@ -52,7 +52,7 @@ MAX_CRASH_HISTORY = 20
 Attach = Callable[[Launch, ReadyCallback, ExitCallback, ActivityCallback], None]
 _OFFLOAD = "offload:"  # stop reason prefix: come back on the CPU once stopped
 _TIMED_OUT = "startup_timeout"
-_FINAL_STOPS = frozenset({"user", "shutdown"})
+_FINAL_STOPS = frozenset({"user", "shutdown", "restart"})  # a later explicit request wins
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,11 @@ class LifecycleManager:
             s = self._states[name]
             if s.live:
                 self._stop(name, "restart")
-            self._put(self._states[name].replace(restart_at=self._clock.time(),
-                                                 user_unloaded=False, gave_up=False))
+            now = self._clock.time()
+            pending = self._states[name].restart_at  # never push a due restart back
+            self._put(self._states[name].replace(
+                restart_at=now if pending is None else min(pending, now),
+                user_unloaded=False, gave_up=False))
             self._due(name, self._clock.time())
             return AdminResult(True, f"restarting {name}")
 
