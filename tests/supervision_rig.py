@@ -16,7 +16,7 @@ from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
 from gpuwarden.engine.supervisor.registry import ServerRegistry
 from gpuwarden.engine.supervisor.watch import WatchSettings
 
-FAST = WatchSettings(ready_poll_s=0.05, hang_poll_s=0.3, hang_timeout_s=0.3, hang_failures=3,
+FAST = WatchSettings(ready_poll_s=0.05, hang_poll_s=0.3, hang_timeout_s=1.0, hang_failures=3,
                      metrics_poll_s=0.1, stop_grace_s=5.0)
 
 
