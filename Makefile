@@ -37,7 +37,7 @@ lint: $(VENV)/.dev-installed
 # the real-process tests run it.
 test: lint
 	$(BIN)/gpuwarden setup llama-server > $(VENV)/.llama-server-path
-	GPUWARDEN_LLAMA_SERVER="$$(cat $(VENV)/.llama-server-path)" QT_QPA_PLATFORM=offscreen \
+	GPUWARDEN_LLAMA_SERVER="$$(tail -n 1 $(VENV)/.llama-server-path)" QT_QPA_PLATFORM=offscreen \
 		$(BIN)/python -m pytest
 
 screenshot: $(VENV)/.dev-installed

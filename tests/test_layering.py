@@ -27,3 +27,14 @@ def test_gpuwarden_status_runs_without_loading_qt():
     )
     assert "gpuwarden.console" in loaded
     assert not {m for m in loaded if m.startswith(("PySide6", "pyqtgraph"))}
+
+
+def test_the_build_commands_output_goes_to_stderr_not_stdout(capfd):
+    """`make test` reads the llama-server path from `gpuwarden setup`'s stdout, so the
+    cmake and compiler chatter must go to stderr."""
+    from gpuwarden.llama_build import _run
+
+    _run([sys.executable, "-c", "print('-- Configuring done')"])
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "-- Configuring done" in err

@@ -45,7 +45,8 @@ def _say(message: str) -> None:
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
     _say("$ " + " ".join(cmd))
-    subprocess.run(cmd, cwd=cwd, check=True)
+    # Progress goes to stderr: stdout carries only the binary's path (make test reads it).
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=sys.stderr)
 
 
 def download_sources(version: str, into: Path) -> Path:
