@@ -69,3 +69,24 @@ def test_alerts_are_debounced_per_kind():
     assert not alert_due(last, "vram", 159.0, 60.0)
     assert alert_due(last, "ram", 120.0, 60.0)
     assert alert_due(last, "vram", 160.0, 60.0)
+
+
+def test_cpu_pressure_is_judged_on_an_average_not_on_a_spike():
+    from gpuwarden.engine.lifecycle.pressure import CpuAverage
+
+    avg = CpuAverage(tau_s=10.0)
+    cpu = PressureKey("cpu")
+
+    def feed(pct: float, now: float) -> Level | None:
+        return avg.feed(Level(cpu, pct, 95.0, 80.0), now)
+
+    assert feed(100.0, 0.0) is None  # measured over start-up: ignored
+    for t in range(1, 11):
+        assert feed(5.0, float(t)) is None  # not judged before 10 s of readings
+    calm = feed(5.0, 11.0)
+    assert calm is not None and calm.value == 5.0
+    spike = feed(100.0, 12.0)
+    assert spike is not None and spike.value < 40.0  # one busy second is not pressure
+    for t in range(13, 60):
+        level = feed(100.0, float(t))
+    assert level is not None and level.value > 95.0  # sustained load is

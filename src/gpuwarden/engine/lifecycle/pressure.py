@@ -6,6 +6,7 @@ Everything here is a pure function of (what was active, the snapshot, the config
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -106,3 +107,30 @@ def mib_to_free(level: Level, total_mib: float) -> float:
     target = level.clear / 100.0 * total_mib
     used = level.value / 100.0 * total_mib
     return max(0.0, used - target)
+
+
+@dataclass
+class CpuAverage:
+    """CPU use averaged over ``tau_s`` (an exponential moving average): a compile or a
+    start-up spike is not CPU pressure, minutes of full load are. Not judged at all until
+    ``tau_s`` of readings have been seen."""
+
+    tau_s: float = 10.0
+    _value: float | None = None
+    _since: float | None = None
+    _last: float | None = None
+    _skipped_first: bool = False
+
+    def feed(self, level: Level, now: float) -> Level | None:
+        if not self._skipped_first:  # measured over the start-up itself: meaningless
+            self._skipped_first = True
+            return None
+        if self._value is None or self._last is None or self._since is None:
+            self._value, self._since = level.value, now
+        else:
+            alpha = 1.0 - math.exp(-max(0.0, now - self._last) / self.tau_s)
+            self._value += alpha * (level.value - self._value)
+        self._last = now
+        if now - self._since < self.tau_s:
+            return None
+        return Level(level.key, self._value, level.enter, level.clear)

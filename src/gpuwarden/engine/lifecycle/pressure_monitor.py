@@ -9,6 +9,7 @@ from gpuwarden.engine.lifecycle import policy
 from gpuwarden.engine.lifecycle.actions import Action
 from gpuwarden.engine.lifecycle.config import PressureConfig
 from gpuwarden.engine.lifecycle.pressure import (
+    CpuAverage,
     Level,
     PressureKey,
     alert_due,
@@ -28,10 +29,11 @@ class PressureMonitor:
         self._bus = bus
         self.active: frozenset[PressureKey] = frozenset()
         self._last_alert: dict[str, float] = {}
+        self._cpu = CpuAverage()
 
     def check(self, snap: Snapshot, states: Mapping[str, ModelState], now: float,
               can_offload: policy.CanOffload) -> list[Action]:
-        levels = read_levels(snap, self._cfg)
+        levels = self._smoothed(read_levels(snap, self._cfg), now)
         self.active, changes = step_pressure(self.active, levels)
         for change in changes:
             self._announce(change.raised, change.level, now)
@@ -43,6 +45,17 @@ class PressureMonitor:
             if level.key in self.active:
                 actions += self._relief(level, snap, states, now, can_offload)
         return actions
+
+    def _smoothed(self, levels: list[Level], now: float) -> list[Level]:
+        out = []
+        for level in levels:
+            if level.key.kind == "cpu":
+                averaged = self._cpu.feed(level, now)
+                if averaged is not None:
+                    out.append(averaged)
+            else:
+                out.append(level)
+        return out
 
     def _announce(self, raised: bool, level: Level, now: float) -> None:
         key = level.key
