@@ -97,10 +97,23 @@ def run(kills: int, idle_s: float) -> None:
         stop.set()  # the restart ticker is this script's, not supervision's
         ticker.join()
         idle_cpu(idle_s)
+        hang_detection(backend, stamps)
     finally:
         stop.set()
         manager.shutdown()
         backend.wait_stopped()
+
+
+def hang_detection(backend: LlamaServerBackend, stamps: Stamps) -> None:
+    """SIGSTOP the server and time the default hang detection (5 s probes, 2 s timeout,
+    3 misses in a row)."""
+    pid = backend.pid("tiny")
+    assert pid is not None
+    stopped = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    seen = stamps.next("model.crashed", stopped, timeout=60) - stopped
+    print(f"kill -STOP -> model.crashed (hang), default settings: {seen:.1f} s   "
+          "[expected 15-21 s: 3 missed probes 5 s apart, 2 s timeout each]")
 
 
 def idle_cpu(seconds: float) -> None:

@@ -156,3 +156,10 @@ def test_the_window_runs_the_lifecycle_engine_and_logs_its_events(qtbot, open_wi
     assert any("model.loading" in t and "chat" in t for t in window.event_log.texts())
     qtbot.waitUntil(lambda: "5.9 GiB" in window.gpu_panels[0].processes.text()
                     or "model:chat" in window.gpu_panels[0].processes.text(), timeout=10_000)
+
+
+def test_theme_choice(qapp):
+    from gpuwarden.widgets.theme import pick_theme
+
+    assert pick_theme("dark") is DARK and pick_theme("light") is LIGHT
+    assert pick_theme("auto") in (DARK, LIGHT)
