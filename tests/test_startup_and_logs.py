@@ -14,7 +14,7 @@ def test_no_config_yet_is_a_note_not_an_error():
 
 
 def test_an_explicit_config_that_does_not_exist_is_refused(tmp_path: Path):
-    with pytest.raises(ConfigFileMissing, match="nope.toml: no such config file"):
+    with pytest.raises(ConfigFileMissing, match=r"nope\.toml: no such config file"):
         read_config(tmp_path / "nope.toml")
 
 
