@@ -157,9 +157,10 @@ def test_headless_reports_bad_entries_and_runs_the_good_ones(tmp_path: Path):
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "config.toml:10" in proc.stderr and "idle_timeout_s" in proc.stderr
-    ready = [json.loads(x)["model"] for x in proc.stdout.splitlines()
-             if json.loads(x)["type"] == "model.ready"]
-    assert ready == ["ok"]
+    events = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [e["model"] for e in events if e["type"] == "model.ready"] == ["ok"]
+    problems = [e["message"] for e in events if e["type"] == "config.problem"]
+    assert any("idle_timeout_s" in m for m in problems)  # also in the event stream
 
 
 def test_cpu_models_book_simulated_ram_and_ram_pressure_unloads_the_least_recent(tmp_path):

@@ -51,6 +51,8 @@ def _run(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
     for problem in service.hint_problems:
         print(f"gpuwarden: {problem}", file=sys.stderr)
     if args.events == "-":
+        for event in service.bus.recent():  # config problems found while starting
+            _print_event(event)
         service.subscribe(_print_event)
     stop = threading.Event()
 
