@@ -120,3 +120,15 @@ def test_a_second_gpuwarden_refuses_to_start(tmp_path: Path):
         first.terminate()
         first.communicate(timeout=30)
     assert first.returncode == 0
+
+
+def test_an_unwritable_data_folder_is_a_clear_error(tmp_path: Path):
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the data folder should be")
+    env = {**os.environ, "XDG_DATA_HOME": str(blocker)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpuwarden", "headless", "--simulate", "--duration", "1"],
+        capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert "cannot create" in proc.stderr and "gpuwarden.lock" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -13,15 +13,9 @@ from types import FrameType
 from gpuwarden.engine.events import Event
 from gpuwarden.engine.runtime import TelemetryOptions
 from gpuwarden.engine.service import EngineService, default_service_paths
-from gpuwarden.engine.supervisor.instance_lock import (
-    AlreadyRunning,
-    InstanceLock,
-    default_lock_path,
-)
-from gpuwarden.startup import ConfigFileMissing, read_config
+from gpuwarden.startup import ConfigFileMissing, read_config, run_single_instance
 
 EXIT_USAGE = 2
-EXIT_ALREADY_RUNNING = 3
 
 
 def _print_event(event: Event) -> None:
@@ -30,12 +24,7 @@ def _print_event(event: Event) -> None:
 
 
 def cmd_headless(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
-    try:
-        with InstanceLock(default_lock_path()):
-            return _run(args, telemetry)
-    except AlreadyRunning as exc:
-        print(f"gpuwarden: {exc}", file=sys.stderr)
-        return EXIT_ALREADY_RUNNING
+    return run_single_instance(lambda: _run(args, telemetry))
 
 
 def _run(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:

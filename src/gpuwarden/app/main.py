@@ -17,13 +17,8 @@ from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
 from gpuwarden.engine.service import EngineService, default_service_paths
-from gpuwarden.engine.supervisor.instance_lock import (
-    AlreadyRunning,
-    InstanceLock,
-    default_lock_path,
-)
 from gpuwarden.engine.telemetry.scenario import load_scenario
-from gpuwarden.startup import ConfigFileMissing, read_config
+from gpuwarden.startup import ConfigFileMissing, read_config, run_single_instance
 from gpuwarden.widgets.theme import apply_palette, pick_theme
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -58,12 +53,7 @@ def no_display_fallback(options: TelemetryOptions) -> int:
 def run_gui(args: argparse.Namespace, options: TelemetryOptions) -> int:
     if not has_display():
         return no_display_fallback(options)
-    try:
-        with InstanceLock(default_lock_path()):
-            return _run_window(args, options)
-    except AlreadyRunning as exc:
-        print(f"gpuwarden: {exc}", file=sys.stderr)
-        return 3
+    return run_single_instance(lambda: _run_window(args, options))
 
 
 def _run_window(args: argparse.Namespace, options: TelemetryOptions) -> int:
