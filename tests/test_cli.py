@@ -113,3 +113,20 @@ def test_the_window_starts_and_quits_cleanly_with_a_simulated_gpu():
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["--history", "nan", "status"], ["--history", "inf", "status"],
+    ["--history", "1e9", "status"], ["--quit-after", "nan"],
+    ["headless", "--duration", "nan"], ["status", "--simulate", "x" * 5000],
+])
+def test_unreasonable_numbers_and_names_are_refused_cleanly(capsys, argv):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "Traceback" not in err
+
+
+def test_a_scenario_profile_that_contradicts_the_defaults_is_a_scenario_error(capsys, tmp_path):
+    bad = tmp_path / "idle.toml"
+    bad.write_text("[[simulation.gpu]]\nidle_power_w = 400\n")
+    code, _, err = run_cli(capsys, "status", "--simulate", str(bad))
+    assert code == 2 and "idle.toml" in err and "idle_power_w" in err

@@ -198,7 +198,8 @@ def check_bad_entry(content: str, needle: str, entry: str, field: str, text: str
          "must be one of: idle, pressure, never, got 'sometimes'"),
         ('placement = "cpu"', "autostart = 1", "gamma", "autostart", "must be true or false"),
         ('placement = "cpu"', "args = [1, 2]", "gamma", "args", "must be an array of strings"),
-        ('placement = "cpu"', "layers = 0", "gamma", "layers", "must be an integer >= 1"),
+        ('placement = "cpu"', "layers = 0", "gamma", "layers",
+         "must be an integer from 1 to 100000"),
         ('name = "beta"\nbackend = "simulated"', 'name = "beta"\nbackend = "vllm"', "beta",
          "backend", "'backend' must be one of: llama-server, llama-cpp, torch, simulated"),
     ],
@@ -431,3 +432,25 @@ def test_llama_server_binary_and_threads(tmp_path: Path) -> None:
     _, problems = parse_config(content.replace("threads = 4", "threads = 0"), "config.toml",
                                tmp_path)
     assert [(p.line, p.field) for p in problems] == [(7, "threads")]
+
+
+@pytest.mark.parametrize(("content", "field"), [
+    ('llama_server = 3\n', "llama_server"),
+    ('[[models]]\nname = "m"\nbackend = "simulated"\ncontext_size = 2147483648\n',
+     "context_size"),
+    ('[[models]]\nname = "m"\nbackend = "simulated"\nthreads = 100000\n', "threads"),
+    ('[[models]]\nname = "m"\nbackend = "llama-server"\npath = "~nosuchuser/x.gguf"\n',
+     "path"),
+    ('[[models]]\nname = "m"\nbackend = "llama-server"\npath = "' + "x" * 5000 + '"\n',
+     "path"),
+])
+def test_values_that_used_to_raise_are_problems(content: str, field: str) -> None:
+    _, problems = parse_config(content, "config.toml")
+    assert [p.field for p in problems] == [field]
+
+
+def test_a_byte_order_mark_is_fine(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes('\ufeffsample_interval_s = 2\n'.encode())
+    config, problems = load_config(path)
+    assert problems == [] and config.sample_interval_s == 2.0

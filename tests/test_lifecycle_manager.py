@@ -256,3 +256,12 @@ def test_restart_during_an_offload_restarts_where_it_was_not_on_the_cpu():
     rig.step(5.0)
     assert rig.device("a") == "gpu"
     assert [e.reason for e in rig.of("model.loading", "a")] == ["user", "restart"]
+
+
+def test_a_model_for_a_gpu_that_does_not_exist_is_refused_or_falls_back_to_cpu():
+    rig = Rig(model("far", gpu=3, placement="gpu"), model("flexible", gpu=3, placement="auto"))
+    refused = rig.manager.load("far")
+    assert not refused.ok and "GPU 3" in refused.message and "1 GPU(s)" in refused.message
+    assert rig.manager.load("flexible").ok
+    rig.step(1.0)
+    assert rig.device("flexible") == "cpu"

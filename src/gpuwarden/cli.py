@@ -34,14 +34,23 @@ def _interval_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_seconds(text: str) -> float:
+MAX_SECONDS = 10 * 365 * 86400.0  # ten years: longer is surely a typo
+MAX_HISTORY_S = 86400.0  # a day of samples; memory grows with it
+
+
+def _positive_seconds(text: str, limit: float = MAX_SECONDS) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    if not 0 < value <= limit:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {limit:g} seconds, got {text}")
     return value
+
+
+def _history_seconds(text: str) -> float:
+    return _positive_seconds(text, MAX_HISTORY_S)
 
 
 def _add_telemetry_options(p: argparse.ArgumentParser, top: bool) -> None:
@@ -86,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=_interval_arg, default=None, metavar="SECONDS",
         help=f"sample interval, {MIN_INTERVAL_S} to {MAX_INTERVAL_S} s (default: the "
              "config's sample_interval_s, 1 s)")
-    parser.add_argument("--history", type=_positive_seconds, default=3600.0, metavar="SECONDS",
+    parser.add_argument("--history", type=_history_seconds, default=3600.0, metavar="SECONDS",
                         help="how much history to keep (default 3600 s)")
     parser.add_argument("--theme", choices=("auto", "dark", "light"), default="auto")
     _add_config_option(parser, top=True)

@@ -33,8 +33,10 @@ def read_config(path: Path | None) -> tuple[Config, list[str]]:
             return Config(), [f"no config file at {default} yet: no models to manage "
                               "(see docs/config.md)"]
         path = default
-    elif not path.is_file():
+    elif not path.exists():
         raise ConfigFileMissing(f"{path}: no such config file")
+    elif not path.is_file():
+        raise ConfigFileMissing(f"{path}: not a regular file")
     config, problems = load_config(path)
     notes = [str(p) for p in problems]
     if problems:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -34,7 +35,10 @@ class Event:
         out: dict[str, Any] = {"ts": self.ts, "seq": self.seq, "type": self.TYPE}
         for f in dataclasses.fields(self):
             if f.name not in ("ts", "seq"):
-                out[f.name] = getattr(self, f.name)
+                value = getattr(self, f.name)
+                # JSON has no NaN or Infinity: such a reading is "not known".
+                out[f.name] = None if isinstance(value, float) and not math.isfinite(value) \
+                    else value
         return out
 
     def describe(self) -> str:

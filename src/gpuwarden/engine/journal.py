@@ -20,6 +20,7 @@ import enum
 import json
 import logging
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -118,6 +119,8 @@ class Journal:
     def _open(self) -> IO[bytes]:
         if self._file is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
+            if _blocks_or_fails(self._path):  # opening a FIFO would block forever
+                raise IsADirectoryError(0, f"{self._path} is not a regular file")
             f = open(self._path, "ab")  # noqa: SIM115 - kept open across writes
             try:
                 self._size = os.fstat(f.fileno()).st_size
@@ -159,6 +162,16 @@ class Journal:
             f"The event journal {self._path} cannot be written ({exc.strerror or exc}); "
             "events are not being recorded."
         )
+
+
+def _blocks_or_fails(path: Path) -> bool:
+    """A FIFO, socket or folder where the journal should be (devices such as /dev/null
+    are fine)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISDIR(mode)
 
 
 def _numbered(path: Path, n: int) -> Path:

@@ -31,6 +31,9 @@ class DocSpec:
 def read_doc(path: Path, spec: DocSpec, clock: Clock) -> tuple[Any, list[str]]:
     """(the entries under ``spec.key``, problems). None when there is nothing to load."""
     try:
+        if path.exists() and not path.is_file():  # a FIFO would block the read forever
+            return None, [f"{path.name} could not be read (not a regular file); "
+                          f"{spec.consequence}"]
         raw = path.read_bytes()
     except FileNotFoundError:
         return None, []

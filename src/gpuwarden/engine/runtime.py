@@ -46,9 +46,13 @@ def parse_simulate(text: str) -> SimulateSpec:
         count = int(text)
     except ValueError:
         path = Path(text)
-        if not path.is_file():
+        try:
+            is_file = path.is_file()
+        except OSError:  # a name too long to be a file at all
+            is_file = False
+        if not is_file:
             raise ValueError(
-                f"'{text}' is neither a number of GPUs (1-{MAX_SIMULATED_GPUS}) "
+                f"'{text[:80]}' is neither a number of GPUs (1-{MAX_SIMULATED_GPUS}) "
                 "nor an existing scenario file"
             ) from None
         return SimulateSpec(scenario=path)

@@ -155,7 +155,9 @@ class Table:
 def read_text(path: str | Path, error: type[TomlProblem] = TomlProblem) -> str:
     """The file's text; ``error`` ("file: cannot read: reason") when it cannot be read."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        if Path(path).exists() and not Path(path).is_file():
+            raise IsADirectoryError(0, "not a regular file")  # a FIFO would block forever
+        return Path(path).read_text(encoding="utf-8").removeprefix("\ufeff")  # BOM
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise error(str(path), None, None, f"cannot read: {reason}") from exc

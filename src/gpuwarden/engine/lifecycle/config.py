@@ -140,17 +140,17 @@ MODEL_FIELDS: Mapping[str, FieldSpec] = {
     "name": string(),
     "backend": choice(BACKEND_KINDS),
     "path": string(),
-    "context_size": integer(1),
+    "context_size": integer(1, 1 << 24),
     "placement": choice_or_integer(PLACEMENT_MODES, 0),
-    "gpu": integer(0),
+    "gpu": integer(0, 63),
     "idle_timeout_s": number(0),
     "eviction": choice(EVICTION_POLICIES),
     "priority": integer(),
     "args": strings(),
-    "threads": integer(1),
+    "threads": integer(1, 1024),
     "vram_mib": number(positive=True),
     "ram_mib": number(positive=True),
-    "layers": integer(1),
+    "layers": integer(1, 100_000),
     "load_time_s": number(0),
     "autostart": boolean(),
 }
@@ -232,8 +232,21 @@ def _pressure_from(flat: Mapping[str, float]) -> PressureConfig:
 def _fallback(defaults: Mapping[str, Any], keys: Iterable[str | None]) -> str:
     """What a bad setting falls back to: "; using the default k = v" ("; ignored" when
     the key is not a setting)."""
-    shown = [f"{k} = {fmt_num(defaults[k])}" for k in keys if k is not None and k in defaults]
+    shown = [f"{k} = {_show_default(defaults[k])}" for k in keys
+             if k is not None and k in defaults]
     return f"; using the default {', '.join(shown)}" if shown else "; ignored"
+
+
+def _show_default(value: Any) -> str:
+    return "none" if value is None else fmt_num(value)
+
+
+def _expand(value: str) -> Path:
+    """``~`` expanded where it can be (``~nosuchuser`` stays as written)."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        return Path(value)
 
 
 class _Parser:
@@ -259,7 +272,7 @@ class _Parser:
         binary = top_settings["llama_server"]
         config = Config(models, pressure, RestartConfig(**restart),
                         top_settings["sample_interval_s"], self.doc.source,
-                        None if binary is None else self.base_dir / Path(binary).expanduser())
+                        None if binary is None else self.base_dir / _expand(binary))
         return config, sorted(self.problems, key=lambda p: p.line or 0)
 
     def section(self, data: Mapping[str, object], name: str) -> Table:
@@ -338,7 +351,7 @@ class _Parser:
     def model_path(self, table: Table, value: str, problems: list[TomlProblem]) -> Path:
         """``value`` resolved against the config's folder; a problem when the backend
         needs the file and it is not there."""
-        path = Path(value).expanduser()
+        path = _expand(value)
         path = path if path.is_absolute() else self.base_dir / path
         if table.values.get("backend") != "simulated":
             problem = _file_problem(path)
@@ -349,10 +362,13 @@ class _Parser:
 
 
 def _file_problem(path: Path) -> str | None:
-    if not path.exists():
-        return f"model file not found: {path}"
-    if not path.is_file():
-        return f"model path is not a file: {path}"
+    try:
+        if not path.exists():
+            return f"model file not found: {path}"
+        if not path.is_file():
+            return f"model path is not a file: {path}"
+    except OSError as exc:  # a name too long, a loop of links ...
+        return f"model path cannot be used ({exc.strerror or exc}): {str(path)[:120]}"
     if not os.access(path, os.R_OK):
         return f"model file is not readable: {path}"
     return None

@@ -21,7 +21,8 @@ PERMANENT: frozenset[str] = frozenset({"load_error", "launch_failed"})
 # What llama-server prints when the model file itself is bad.
 _LOAD_ERROR = re.compile(
     r"failed to load model|error loading model|invalid magic|gguf_init_from_file"
-    r"|failed to read|tensor .* data is not within the file bounds",
+    r"|failed to read|tensor .* data is not within the file bounds"
+    r"|invalid argument|unknown argument|error while handling argument",
     re.IGNORECASE,
 )
 

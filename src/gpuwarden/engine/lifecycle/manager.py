@@ -90,6 +90,14 @@ class LifecycleManager(ManagerCore):
                     f"the {s.config.backend} backend is not available "
                     f"in this version of gpuwarden, so {name} cannot load",
                 )
+            if s.placement not in ("cpu", "auto") and not self._has_gpu(s.config.gpu):
+                count = len(self._snapshot.gpus) if self._snapshot else 0
+                return AdminResult(
+                    False,
+                    f"{name} is configured for GPU {s.config.gpu}, but this machine has "
+                    f"{count} GPU(s); set gpu = 0..{max(0, count - 1)} or placement = "
+                    '"cpu" in the config',
+                )
             plan = policy.plan_load(
                 self._states,
                 name,

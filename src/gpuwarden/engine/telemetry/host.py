@@ -70,9 +70,9 @@ class PsutilHostProbe:
 def read_disk(path: Path) -> DiskSample:
     """Free space of the file system holding ``path`` (its nearest existing parent)."""
     probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
         usage = psutil.disk_usage(str(probe))
     except OSError as exc:
         log.warning("cannot read disk usage of %s: %s", path, exc)

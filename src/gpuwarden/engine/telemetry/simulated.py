@@ -25,6 +25,7 @@ from gpuwarden.engine.telemetry.scenario import (
     MAX_GPUS,
     SWITCHABLE_FIELDS,
     Scenario,
+    ScenarioError,
     Step,
     StepCursor,
 )
@@ -301,6 +302,17 @@ _APPLY: Mapping[str, _Apply] = {
 }
 
 
+def _profile(scenario: Scenario, index: int) -> GpuProfile:
+    """GPU ``index``'s profile; a profile that contradicts the defaults (an idle power above
+    the default limit, say) is the scenario's fault, said as a ScenarioError."""
+    overrides = scenario.profiles[index] if index < len(scenario.profiles) else None
+    try:
+        return GpuProfile.for_index(index, overrides)
+    except ValueError as exc:
+        raise ScenarioError(scenario.source, None, None,
+                            f"[[simulation.gpu]] number {index + 1}: {exc}") from None
+
+
 class SimulatedProbe:
     """The :class:`GpuProbe` for simulated GPUs. A scenario's ``[simulation]`` settings
     (GPU count, seed, profiles) take the place of ``count`` and ``seed``."""
@@ -311,14 +323,8 @@ class SimulatedProbe:
             raise ValueError(f"simulated GPU count must be 1..{MAX_GPUS}, got {scenario.gpus}")
         if any(s.gpu >= scenario.gpus for s in scenario.steps):
             raise ValueError("a scenario step names a GPU that is not simulated")
-        profiles = scenario.profiles
         self._gpus = tuple(
-            SimulatedGpu(
-                i,
-                GpuProfile.for_index(i, profiles[i] if i < len(profiles) else None),
-                scenario.seed,
-            )
-            for i in range(scenario.gpus)
+            SimulatedGpu(i, _profile(scenario, i), scenario.seed) for i in range(scenario.gpus)
         )
         self.scenario = scenario
         self._cursor = StepCursor(scenario.steps, actions=_APPLY)
