@@ -38,3 +38,15 @@ def test_the_build_commands_output_goes_to_stderr_not_stdout(capfd):
     out, err = capfd.readouterr()
     assert out == ""
     assert "-- Configuring done" in err
+
+
+def test_setup_refuses_nonsense_options_before_building(capsys):
+    import pytest
+
+    from gpuwarden.llama_build import main
+
+    for argv in (["--jobs", "-5"], ["--version", ""], ["--version", "latest; rm -rf /"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+    assert "expected" in capsys.readouterr().err

@@ -37,7 +37,7 @@ def _run(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
         print(f"gpuwarden: {note}", file=sys.stderr)
     telemetry = replace(telemetry, interval_s=args.interval or config.sample_interval_s)
     service = EngineService.build(config, telemetry, default_service_paths(), problems=notes)
-    for problem in service.hint_problems:
+    for problem in (*service.hint_problems, *service.registry_problems):
         print(f"gpuwarden: {problem}", file=sys.stderr)
     if args.events == "-":
         for event in service.bus.recent():  # config problems found while starting

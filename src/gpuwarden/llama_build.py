@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,15 +94,27 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, *, cuda: bool = False,
     return result
 
 
+def _jobs(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"expected 1 to 256 jobs, got '{text}'")
+    return int(text)
+
+
+def _version(text: str) -> str:
+    if not re.fullmatch(r"\d+(\.\d+){1,3}", text):
+        raise argparse.ArgumentTypeError(f"expected a version such as 0.3.36, got '{text}'")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpuwarden setup llama-server",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--cuda", action="store_true",
                         help="build with CUDA (needs the CUDA toolkit, nvcc on PATH)")
-    parser.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION,
+    parser.add_argument("--version", type=_version, default=LLAMA_CPP_PYTHON_VERSION,
                         help=f"llama-cpp-python version whose sources to build "
                              f"(default {LLAMA_CPP_PYTHON_VERSION})")
-    parser.add_argument("--jobs", type=int, help="parallel compile jobs (default: all cores)")
+    parser.add_argument("--jobs", type=_jobs, help="parallel compile jobs (default: all cores)")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     args = parser.parse_args(argv)
     try:

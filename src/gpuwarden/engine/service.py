@@ -82,6 +82,7 @@ class EngineService:
                                                   self.simulated_ram)
         self.registry = ServerRegistry(paths.registry) if paths.registry is not None else None
         registry_problems = self.registry.load() if self.registry is not None else []
+        self.registry_problems = registry_problems
         self.llama_server = LlamaServerBackend(paths.logs or data_dir() / "logs",
                                                binary=config.llama_server
                                                or _configured_llama_server(),
