@@ -6,13 +6,17 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from gpuwarden import __version__
 from gpuwarden.console import render_status
-from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions, build_sampler, parse_simulate
+from gpuwarden.engine.runtime import (
+    SimulateSpec,
+    TelemetryOptions,
+    parse_simulate,
+    take_snapshot,
+)
 from gpuwarden.engine.telemetry.sampler import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from gpuwarden.engine.telemetry.scenario import ScenarioError
 
@@ -143,12 +147,7 @@ def _options(args: argparse.Namespace) -> TelemetryOptions:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    sampler = build_sampler(_options(args))
-    try:
-        time.sleep(0.25)  # psutil measures CPU use between two reads
-        snap = sampler.tick()
-    finally:
-        sampler.close()
+    snap = take_snapshot(_options(args))
     if args.json:
         print(json.dumps({"version": __version__, **snap.to_dict()}, indent=2))
     else:

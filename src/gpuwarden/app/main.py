@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication
 
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.window import MainWindow
-from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
+from gpuwarden.engine.runtime import TelemetryOptions, take_snapshot
 from gpuwarden.engine.service import EngineService, default_service_paths
 from gpuwarden.engine.telemetry.scenario import load_scenario
 from gpuwarden.startup import ConfigFileMissing, read_config, run_single_instance
@@ -42,11 +42,7 @@ def no_display_fallback(options: TelemetryOptions) -> int:
         "one any time.\n",
         file=sys.stderr,
     )
-    sampler = build_sampler(options)
-    try:
-        print(render_status(sampler.tick()))
-    finally:
-        sampler.close()
+    print(render_status(take_snapshot(options)))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from gpuwarden.engine.telemetry.probe import GpuProbe
 from gpuwarden.engine.telemetry.sampler import DEFAULT_INTERVAL_S, Sampler
 from gpuwarden.engine.telemetry.scenario import load_scenario
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
+from gpuwarden.engine.telemetry.snapshot import Snapshot
 
 MAX_SIMULATED_GPUS = 8
+CPU_MEASURE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -93,3 +96,14 @@ def build_sampler(
         interval_s=options.interval_s,
         history_s=options.history_s,
     )
+
+
+def take_snapshot(options: TelemetryOptions) -> Snapshot:
+    """One reading of everything, for `gpuwarden status` and the no-display fallback.
+    psutil measures CPU use between two reads, so the second comes a moment later."""
+    sampler = build_sampler(options)
+    try:
+        time.sleep(CPU_MEASURE_S)
+        return sampler.tick()
+    finally:
+        sampler.close()
