@@ -454,3 +454,13 @@ def test_a_byte_order_mark_is_fine(tmp_path: Path) -> None:
     path.write_bytes('\ufeffsample_interval_s = 2\n'.encode())
     config, problems = load_config(path)
     assert problems == [] and config.sample_interval_s == 2.0
+
+
+def test_a_backoff_start_above_its_cap_is_a_problem(tmp_path: Path) -> None:
+    content = "[restart]\nbackoff_base_s = 100\nbackoff_cap_s = 1\n"
+    config, problems = parse_config(content, "config.toml")
+    assert [(p.line, p.field) for p in problems] == [(2, "backoff_base_s")]
+    assert "at most" in problems[0].message
+    assert (config.restart.backoff_base_s, config.restart.backoff_cap_s) == (1.0, 60.0)
+    same, problems = parse_config("[restart]\nbackoff_base_s = 5\nbackoff_cap_s = 5\n")
+    assert problems == [] and same.restart.backoff_cap_s == 5.0

@@ -245,14 +245,19 @@ class TomlDoc:
         for problem in self.unknown_keys(table, allowed):
             raise problem
 
-    def check_order(self, table: Table, keys: tuple[str, str]) -> None:
-        """``keys[0]`` must be below ``keys[1]`` when both are numbers. The problem is on
-        the line of ``keys[0]``, or of ``keys[1]`` when only that one is in the text."""
+    def check_order(self, table: Table, keys: tuple[str, str], *, strict: bool = True) -> None:
+        """``keys[0]`` must be below ``keys[1]`` (or at most, when not ``strict``) when both
+        are numbers. The problem is on the line of ``keys[0]``, or of ``keys[1]`` when only
+        that one is in the text."""
         low, high = (table.values.get(k) for k in keys)
-        if isinstance(low, int | float) and isinstance(high, int | float) and low >= high:
+        if not (isinstance(low, int | float) and isinstance(high, int | float)):
+            return
+        if low > high or (strict and low == high):
             lines = [self.key_line(table.line, k) for k in keys]
             line = next((n for n in lines if n != table.line), table.line)
-            msg = f"{keys[0]!r} must be below {keys[1]!r} ({fmt_num(high)}), got {fmt_num(low)}"
+            relation = "below" if strict else "at most"
+            msg = (f"{keys[0]!r} must be {relation} {keys[1]!r} ({fmt_num(high)}), "
+                   f"got {fmt_num(low)}")
             raise self.fail(line, keys[0], _say(table.where, msg))
 
     def checked(

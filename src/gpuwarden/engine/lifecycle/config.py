@@ -267,7 +267,7 @@ class _Parser:
                                       "llama_server": None})
         pressure = _pressure_from(self.pressure(self.section(data, "pressure")))
         restart_table = self.section(data, "restart")
-        restart = self.settings(restart_table, RESTART_FIELDS, vars(RestartConfig()))
+        restart = self.restart(restart_table)
         models = tuple(m for m in self.models(data.get("models", [])) if m is not None)
         binary = top_settings["llama_server"]
         config = Config(models, pressure, RestartConfig(**restart),
@@ -291,6 +291,17 @@ class _Parser:
         for problem in problems:
             self.report([problem], None, _fallback(defaults, [problem.field]))
         return {**defaults, **{k: specs[k].normalize(v) for k, v in good.items()}}
+
+    def restart(self, table: Table) -> dict[str, Any]:
+        defaults = vars(RestartConfig())
+        values = self.settings(table, RESTART_FIELDS, defaults)
+        pair = ("backoff_base_s", "backoff_cap_s")
+        try:
+            self.doc.check_order(Table(values, table.line, table.where), pair, strict=False)
+        except TomlProblem as exc:
+            self.report([exc], None, _fallback(defaults, pair))
+            values |= {k: defaults[k] for k in pair}
+        return values
 
     def pressure(self, table: Table) -> dict[str, float]:
         defaults = _pressure_settings(PressureConfig())
