@@ -10,6 +10,7 @@ them all and carry on.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import tomllib
@@ -170,6 +171,8 @@ class TomlDoc:
         self.content, self.source, self.error = content, source, error
         self.lines = content.splitlines()
         self.headers = _headers(self.lines)
+        self._by_name: dict[str, list[int]] | None = None
+        self._starts: list[int] = []
 
     def fail(self, line: int | None, field: str | None, message: str) -> TomlProblem:
         return self.error(self.source, line, field, message)
@@ -184,16 +187,26 @@ class TomlDoc:
 
     def header(self, name: str, nth: int = 0) -> int | None:
         """The line of the ``nth`` (from 0) header ``[name]`` or ``[[name]]``."""
-        lines = [n for n, header in self.headers if header == name]
+        lines = self._header_lines().get(name, [])
         return lines[nth] if nth < len(lines) else None
+
+    def _header_lines(self) -> dict[str, list[int]]:
+        """Header name -> its lines, built once (a config may hold thousands of models)."""
+        if self._by_name is None:
+            self._by_name = {}
+            for n, header in self.headers:
+                self._by_name.setdefault(header, []).append(n)
+            self._starts = sorted(n for n, _ in self.headers)
+        return self._by_name
 
     def key_line(self, header: int | None, key: str) -> int | None:
         """The line of ``key = ...`` in the table whose header is on line ``header``
         (before the first header when None); the header line when not found (for a
         top-level key, the line of a ``[key]`` header)."""
         first = header or 0
-        later = [n for n, _ in self.headers if n > first]
-        last = later[0] - 1 if later else len(self.lines)
+        self._header_lines()
+        nxt = bisect.bisect_right(self._starts, first)
+        last = self._starts[nxt] - 1 if nxt < len(self._starts) else len(self.lines)
         k = re.escape(key)
         pattern = re.compile(rf"""^\s*(?:{k}|"{k}"|'{k}')\s*=""")
         for n in range(first + 1, last + 1):
