@@ -73,6 +73,7 @@ class _Server:
     on_exit: ExitCallback
     on_activity: ActivityCallback | None
     attempt: int = 0
+    binary: Path | None = None  # None only for an adopted server (nothing to launch)
     proc: ServerProcess | None = None
     oom: OomWatch | None = None
     ready: bool = False
@@ -103,13 +104,14 @@ class LlamaServerBackend:
     def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback,
               on_activity: ActivityCallback | None = None) -> None:
         name = launch.config.name
-        problem = self._cannot_launch(launch)
-        if problem is not None:
+        try:
+            binary = self._resolve(launch)
+        except FileNotFoundError as exc:
             on_exit(DeathReport(name, launch.instance, kind_hint="launch_failed",
-                                log_tail=(problem,), during_startup=True))
+                                log_tail=(str(exc),), during_startup=True))
             return
         server = _Server(launch, free_port(), secrets.token_urlsafe(24), on_ready, on_exit,
-                         on_activity)
+                         on_activity, binary=binary)
         self._spawn(server)
 
     def stop(self, model: str, instance: int) -> None:
@@ -161,15 +163,12 @@ class LlamaServerBackend:
 
     # -- launching ------------------------------------------------------------------------
 
-    def _cannot_launch(self, launch: Launch) -> str | None:
+    def _resolve(self, launch: Launch) -> Path:
+        """The program to run for ``launch``; FileNotFoundError says what is missing."""
         path = launch.config.path
         if path is None or not path.is_file():
-            return f"the model file {path} does not exist"
-        try:
-            self._resolved = self.find_binary()
-        except FileNotFoundError as exc:
-            return str(exc)
-        return None
+            raise FileNotFoundError(f"the model file {path} does not exist")
+        return self.find_binary()
 
     def find_binary(self) -> Path:
         """The program to run; FileNotFoundError says how to get it."""
@@ -180,7 +179,8 @@ class LlamaServerBackend:
 
     def _spawn(self, server: _Server) -> None:
         name, instance = server.launch.config.name, server.launch.instance
-        argv = self.argv(self._resolved, server.launch, server.port, server.api_key)
+        assert server.binary is not None
+        argv = self.argv(server.binary, server.launch, server.port, server.api_key)
         env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # a crash must not start a debugger
         with self._lock:
             try:
@@ -339,7 +339,8 @@ class LlamaServerBackend:
                 server.attempt < PORT_RETRIES:
             log.info("%s: port %d was taken, trying another", name, server.port)
             self._spawn(_Server(server.launch, free_port(), server.api_key, server.on_ready,
-                                server.on_exit, server.on_activity, attempt=server.attempt + 1))
+                                server.on_exit, server.on_activity, attempt=server.attempt + 1,
+                                binary=server.binary))
             return
         with self._lock:
             if self._servers.get(name) is server:

@@ -27,15 +27,7 @@ def open_for_server(path: Path, max_bytes: int = MAX_BYTES, backups: int = BACKU
 
 def tail(path: Path, lines: int = 40) -> tuple[str, ...]:
     """The last ``lines`` lines of a log (fewer if it is short; none if it is missing)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - _TAIL_CHUNK))
-            data = f.read()
-    except OSError:
-        return ()
-    text = data.decode("utf-8", errors="replace").splitlines()
+    text = read_from(path, 0, limit=_TAIL_CHUNK).splitlines()
     return tuple(line.rstrip() for line in text[-lines:])
 
 
@@ -46,11 +38,14 @@ def size(path: Path) -> int:
         return 0
 
 
-def read_from(path: Path, offset: int) -> str:
-    """What was written to the log after ``offset`` (the lines of this launch)."""
+def read_from(path: Path, offset: int, limit: int | None = None) -> str:
+    """What was written to the log after ``offset`` (the lines of this launch); only its
+    last ``limit`` bytes when given, so a long-running server's log is not read whole."""
     try:
         with open(path, "rb") as f:
-            f.seek(offset)
+            end = f.seek(0, os.SEEK_END)
+            start = offset if limit is None else max(offset, end - limit)
+            f.seek(start)
             return f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""

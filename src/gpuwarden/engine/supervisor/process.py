@@ -111,9 +111,9 @@ class ServerProcess:
     def wait_exited(self, timeout_s: float) -> bool:
         return self._exited.wait(timeout_s)
 
-    def new_output(self) -> str:
-        """What this launch wrote to its log so far."""
-        return logfile.read_from(self.log_path, self.log_offset)
+    def new_output(self, limit: int = 64 * 1024) -> str:
+        """The end (at most ``limit`` bytes) of what this launch wrote to its log."""
+        return logfile.read_from(self.log_path, self.log_offset, limit)
 
 
 def _pid_alive(pid: int) -> bool:
