@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
@@ -23,15 +24,15 @@ from PySide6.QtWidgets import QApplication
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.clock import FakeClock
+from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import Config, ModelConfig
-from gpuwarden.engine.service import EngineService, ServicePaths
 from gpuwarden.engine.telemetry.host import PsutilHostProbe
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.scenario import parse_scenario
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
-from gpuwarden.engine.telemetry.simulated_ram import HostWithSimulatedRam
 from gpuwarden.engine.telemetry.snapshot import HostSample
 from gpuwarden.widgets.theme import DARK, apply_palette
+from helpers import drive
 
 WARMUP_S = 600
 WORKLOAD = """
@@ -94,9 +95,12 @@ class WarmupHost:
 
     def __init__(self) -> None:
         self._real = PsutilHostProbe()
+        self.live = False
 
     def sample(self, now: float) -> HostSample:
         real = self._real.sample(now)
+        if self.live:
+            return real
         cpu = 18 + 10 * math.sin(now / 45) + 6 * math.sin(now / 7)
         return HostSample(cpu_pct=cpu, ram_used_mib=real.ram_used_mib,
                           ram_total_mib=real.ram_total_mib, swap_used_mib=real.swap_used_mib,
@@ -111,28 +115,25 @@ MODELS = Config(models=(
 ))
 
 
-def warmed_service(clock: FakeClock) -> EngineService:
+def warmed_engine(clock: FakeClock) -> Engine:
     """Ten minutes of a real engine (models, pressure, relief) on a fake clock."""
     probe = SimulatedProbe.from_scenario(parse_scenario(WORKLOAD, "screenshot workload"))
-    sampler = Sampler(probe, WarmupHost(), clock=clock, interval_s=1.0)
-    service = EngineService(MODELS, sampler, ServicePaths(journal=None, hints=None))
-    service.start()
-    for second in range(WARMUP_S):
-        if second == 45:
-            service.manager.load("coder-14b")
-        service.tick()
-        service.manager.tick()
-        clock.advance(1.0)
-    sampler.replace_host_probe(HostWithSimulatedRam(PsutilHostProbe(), service.simulated_ram))
-    return service
+    host = WarmupHost()
+    sampler = Sampler(probe, host, clock=clock, interval_s=1.0)
+    engine = Engine(MODELS, sampler, ServicePaths(journal=None, hints=None))
+    engine.start()
+    drive(engine, clock, 45.0)
+    engine.load("coder-14b")
+    drive(engine, clock, WARMUP_S - 45.0)
+    host.live = True
+    return engine
 
 
 def main(out: Path) -> int:
     app = QApplication(sys.argv[:1])
     apply_palette(app, DARK)
     clock = FakeClock(start=time.time() - WARMUP_S)
-    service = warmed_service(clock)
-    bridge = EngineBridge(lambda: service, window_s=600.0)
+    bridge = EngineBridge(warmed_engine(clock), window_s=600.0)
     window = MainWindow(bridge, DARK)
     window.resize(1400, 900)
     window.set_window_seconds(600.0)

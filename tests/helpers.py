@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from gpuwarden.engine.clock import FakeClock
 from gpuwarden.engine.events import Event
+from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.telemetry.probe import GpuReading
-from gpuwarden.engine.telemetry.snapshot import GpuSample, GpuSource, HostSample, Snapshot
+from gpuwarden.engine.telemetry.snapshot import (
+    GpuProcess,
+    GpuSample,
+    GpuSource,
+    HostSample,
+    Snapshot,
+)
 
 
 def gpu(index: int = 0, **fields: object) -> GpuSample:
@@ -52,6 +60,9 @@ class ScriptedGpuProbe:
             raise self.fail_with
         return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
 
+    def process_lists(self) -> dict[int, tuple[GpuProcess, ...] | None]:
+        return {g.index: g.processes for g in self.readings[0].gpus}
+
     def close(self) -> None:
         self.closed = True
 
@@ -66,3 +77,15 @@ class StaticHostProbe:
 
 def collect(bus_events: list[Event]) -> list[str]:
     return [e.type for e in bus_events]
+
+
+def drive(engine: Engine, clock: FakeClock, seconds: float) -> None:
+    """Drive ``engine`` as `gpuwarden headless` does, on a fake clock: call its step, then
+    let the time it asks for pass, until ``seconds`` have passed."""
+    end = clock.monotonic() + seconds
+    while True:
+        delay = engine.step()
+        left = end - clock.monotonic()
+        if left <= 1e-9:
+            return
+        clock.advance(min(delay, left))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gpuwarden.engine.lifecycle.config import ModelConfig
 from gpuwarden.engine.lifecycle.state import ModelState, initial_state
 
@@ -17,7 +19,7 @@ def loaded(name: str, *, device: str = "gpu", last_access: float = 0.0, vram: fl
            ram: float = 0.0, **kw: object) -> ModelState:
     cfg_keys = {k: kw.pop(k) for k in list(kw) if k in ModelConfig.__dataclass_fields__}
     s = initial_state(model(name, vram_mib=vram or 4000.0, **cfg_keys))
-    return s.replace(device=device, last_access=last_access, ready_since=last_access,
+    return replace(s, device=device, last_access=last_access, ready_since=last_access,
                      vram_mib=vram, ram_mib=ram, **kw)
 
 

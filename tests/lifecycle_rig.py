@@ -9,7 +9,7 @@ from gpuwarden.engine.lifecycle.manager import LifecycleManager
 from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
-from gpuwarden.engine.telemetry.snapshot import Snapshot
+from gpuwarden.engine.telemetry.snapshot import Snapshot, measured_vram_mib
 from helpers import StaticHostProbe
 
 
@@ -28,8 +28,9 @@ class Rig:
         self.backend = SimulatedBackend(self.probe, self.clock, stop_time_s=stop_time_s)
         config = Config(models=models, pressure=pressure or PressureConfig(),
                         restart=restart or RestartConfig())
-        self.manager = LifecycleManager(config, {"simulated": self.backend}, bus=self.bus,
-                                        clock=self.clock)
+        self.manager = LifecycleManager(
+            config, {"simulated": self.backend}, bus=self.bus, clock=self.clock,
+            measure=lambda pids: measured_vram_mib(self.sampler.read_processes(), pids))
         self.sampler.subscribe(self.manager.on_snapshot)
         self.snap: Snapshot = self.sampler.tick()
 

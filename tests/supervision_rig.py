@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from gpuwarden.engine.clock import SystemClock
 from gpuwarden.engine.events import Event, EventBus
@@ -31,8 +32,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02
     return True
 
 
+class Subscribable(Protocol):
+    def subscribe(self, listener: Callable[[Event], None]) -> None: ...
+
+
 class EventWaiter:
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: Subscribable) -> None:
         self.events: list[Event] = []
         self._cond = threading.Condition()
         bus.subscribe(self._on_event)

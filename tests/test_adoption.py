@@ -12,9 +12,9 @@ import psutil
 import pytest
 
 from gguf_factory import write_tiny_llama
+from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import Config, ModelConfig
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
-from gpuwarden.engine.service import EngineService, ServicePaths
 from gpuwarden.engine.supervisor.registry import ServerRecord, ServerRegistry
 from supervision_rig import EventWaiter
 
@@ -34,11 +34,16 @@ def config(tmp_path: Path, llama_server_bin: Path, monkeypatch) -> Config:
     return Config(models=(model,))
 
 
-def start(config: Config, paths: ServicePaths) -> tuple[EngineService, EventWaiter]:
-    service = EngineService.build(config, TelemetryOptions(simulate=SimulateSpec()), paths)
-    waiter = EventWaiter(service.bus)
-    service.start()
-    return service, waiter
+def start(config: Config, paths: ServicePaths) -> tuple[Engine, EventWaiter]:
+    engine = Engine.build(config, TelemetryOptions(simulate=SimulateSpec()), paths)
+    waiter = EventWaiter(engine)
+    engine.start()
+    return engine, waiter
+
+
+def pid_of(engine: Engine, model: str) -> int | None:
+    row = engine.model(model)
+    return row.pids[0] if row is not None and row.pids else None
 
 
 def servers_of(model_path: Path) -> list[int]:
@@ -48,20 +53,20 @@ def servers_of(model_path: Path) -> list[int]:
 
 def test_a_server_left_running_is_adopted_not_started_twice(config, paths):
     first, events = start(config, paths)
-    first.manager.load("tiny")
+    first.load("tiny")
     events.wait_for("model.ready", "tiny")
-    pid = first.llama_server.pid("tiny")
+    pid = pid_of(first, "tiny")
     first.close(leave_running=True)
     assert psutil.pid_exists(pid)
 
     second, events = start(config, paths)
     try:
-        assert [e.to_dict()["reason"] for e in second.bus.recent()
+        assert [e.to_dict()["reason"] for e in second.events_since(0)
                 if e.type == "model.loading"] == ["adopted"]
         ready = events.wait_for("model.ready", "tiny")
         assert ready.to_dict()["placement"] == "cpu"
-        assert second.llama_server.pid("tiny") == pid
-        assert second.manager.load("tiny").message == "tiny is already cpu"
+        assert pid_of(second, "tiny") == pid
+        assert second.load("tiny").message == "tiny is already cpu"
         assert servers_of(config.models[0].path) == [pid]
     finally:
         second.close()
@@ -71,9 +76,9 @@ def test_a_server_left_running_is_adopted_not_started_twice(config, paths):
 
 def test_an_adopted_server_that_dies_is_a_crash_and_restarts(config, paths):
     first, events = start(config, paths)
-    first.manager.load("tiny")
+    first.load("tiny")
     events.wait_for("model.ready", "tiny")
-    pid = first.llama_server.pid("tiny")
+    pid = pid_of(first, "tiny")
     first.close(leave_running=True)
     second, events = start(config, paths)
     try:
@@ -94,7 +99,7 @@ def test_records_of_dead_servers_are_cleaned_up(config, paths):
                               started_ts=1.0))
     service, _ = start(config, paths)
     try:
-        assert service.manager.state("tiny").device == "unloaded"
+        assert service.model("tiny").device == "unloaded"
         assert ServerRegistry(paths.registry).records() == {}
     finally:
         service.close()

@@ -110,7 +110,7 @@ def test_model_defaults_and_types() -> None:
 
 def test_every_model_field_has_a_spec() -> None:
     assert set(MODEL_FIELDS) == {f.name for f in dataclasses.fields(ModelConfig)} - {"line"}
-    assert BACKEND_KINDS == ("llama-server", "llama-cpp", "torch", "simulated")
+    assert BACKEND_KINDS == ("llama-server", "llama-cpp", "simulated")
     assert EVICTION_POLICIES == ("idle", "pressure", "never")
 
 
@@ -201,7 +201,7 @@ def check_bad_entry(content: str, needle: str, entry: str, field: str, text: str
         ('placement = "cpu"', "layers = 0", "gamma", "layers",
          "must be an integer from 1 to 100000"),
         ('name = "beta"\nbackend = "simulated"', 'name = "beta"\nbackend = "vllm"', "beta",
-         "backend", "'backend' must be one of: llama-server, llama-cpp, torch, simulated"),
+         "backend", "'backend' must be one of: llama-server, llama-cpp, simulated, got 'vllm'"),
     ],
 )
 def test_bad_model_value_skips_only_that_entry(
@@ -265,7 +265,7 @@ def test_missing_model_file(tmp_path: Path) -> None:
 
 
 def test_model_path_that_is_a_folder(tmp_path: Path) -> None:
-    content = '[[models]]\nname = "m"\nbackend = "torch"\npath = "."\n'
+    content = '[[models]]\nname = "m"\nbackend = "llama-server"\npath = "."\n'
     config, problems = parse(content, tmp_path)
     assert [(p.line, p.field) for p in problems] == [(4, "path")]
     assert problems[0].message.startswith("model path is not a file:")
@@ -273,12 +273,29 @@ def test_model_path_that_is_a_folder(tmp_path: Path) -> None:
 
 
 def test_real_backend_needs_a_path() -> None:
-    content = GOOD.replace('"beta"\nbackend = "simulated"', '"beta"\nbackend = "torch"')
+    content = GOOD.replace('"beta"\nbackend = "simulated"', '"beta"\nbackend = "llama-cpp"')
     config, problem = only_problem(content)
     line = line_of(content, "[[models]]", 1)
     assert (problem.line, problem.entry, problem.field) == (line, "beta", "path")
     assert problem.message == "missing required key 'path'"
     assert names(config) == ["alpha", "gamma"]
+
+
+def test_a_backend_that_is_not_built_is_refused_when_the_config_is_read(tmp_path: Path) -> None:
+    (tmp_path / "m.pt").write_bytes(b"weights")
+    content = GOOD.replace('"beta"\nbackend = "simulated"',
+                           '"beta"\nbackend = "torch"\npath = "m.pt"')
+    config, problems = parse(content, tmp_path)
+    line = line_of(content, 'backend = "torch"')
+    assert [(p.line, p.entry, p.field) for p in problems] == [(line, "beta", "backend")]
+    assert str(problems[0]) == (
+        f"config.toml:{line}: model 'beta': backend 'torch' is not available in this "
+        "version of gpuwarden (available: llama-server, llama-cpp, simulated)")
+    assert names(config) == ["alpha", "gamma"]
+    # no path needed to be told so, and no other complaint about the entry
+    _, problem = only_problem(GOOD.replace('"beta"\nbackend = "simulated"',
+                                           '"beta"\nbackend = "torch"'))
+    assert problem.field == "backend" and "not available" in problem.message
 
 
 def test_relative_path_resolves_against_the_config_folder(tmp_path: Path) -> None:
@@ -464,3 +481,75 @@ def test_a_backoff_start_above_its_cap_is_a_problem(tmp_path: Path) -> None:
     assert (config.restart.backoff_base_s, config.restart.backoff_cap_s) == (1.0, 60.0)
     same, problems = parse_config("[restart]\nbackoff_base_s = 5\nbackoff_cap_s = 5\n")
     assert problems == [] and same.restart.backoff_cap_s == 5.0
+
+
+# A model whose args hold a multi-line string with lines that look like a header and a
+# key; only the lines outside it count (tomllib keeps no positions, so they are found).
+MULTILINE = """\
+[[models]]
+name = "alpha"
+backend = "simulated"
+args = ["--system-prompt", QQQ
+[[models]]
+name = "fake"
+gpu = 0
+  [pressure]
+QQQ]
+gpu = GPU_A
+
+[[models]]
+name = "beta"
+backend = "simulated"
+gpu = GPU_B
+"""
+
+
+@pytest.mark.parametrize("quotes", ['"""', "'''"])
+def test_lines_inside_a_multiline_string_are_not_headers_or_keys(quotes: str) -> None:
+    content = MULTILINE.replace("QQQ", quotes)
+    later = content.replace("GPU_A", "1").replace("GPU_B", "-1")
+    config, problem = only_problem(later)
+    line = line_of(later, "gpu = -1")
+    assert (problem.line, problem.entry, problem.field) == (line, "beta", "gpu")
+    assert str(problem).startswith(f"config.toml:{line}: model 'beta': 'gpu' must be")
+    assert names(config) == ["alpha"]
+    assert config.models[0].args[1] == '[[models]]\nname = "fake"\ngpu = 0\n  [pressure]\n'
+    # a bad key after the string, in the same entry: its own line, not the one inside
+    same = content.replace("GPU_A", "-1").replace("GPU_B", "2")
+    _, problem = only_problem(same)
+    assert (problem.line, problem.entry) == (line_of(same, "gpu = -1"), "alpha")
+    config, problems = parse(content.replace("GPU_A", "1").replace("GPU_B", "2"))
+    assert problems == []
+    assert [m.line for m in config.models] == [1, line_of(content, "[[models]]", 2)]
+
+
+def test_lines_inside_a_multiline_array_are_not_headers_or_keys() -> None:
+    content = """\
+[[models]]
+name = "alpha"
+backend = "simulated"
+args = [
+  "--a",  # a comment with a ] and a \"""
+  '''
+gpu = 0''', "]",
+  "[[models]]",
+[[1]]
+]
+gpu = -1
+"""
+    _, problems = parse(content)
+    # args is not an array of strings ([[1]] is an array); both problems on their own lines
+    assert [(p.line, p.field) for p in problems] == [(4, "args"), (11, "gpu")]
+    content = content.replace("[[1]]\n", "").replace("gpu = -1", 'placement = "all"')
+    _, problem = only_problem(content)
+    assert (problem.line, problem.field) == (line_of(content, "placement"), "placement")
+
+
+def test_line_numbers_count_only_toml_line_breaks() -> None:
+    content = GOOD.replace("vram_mib = 1000", "vram_mib = 1000  # 1\u2028000 \x85")
+    content = content.replace("idle_timeout_s = 30", "idle_timeout_s = -5")
+    line = content.split("\n").index("idle_timeout_s = -5") + 1  # not str.splitlines
+    _, problem = only_problem(content)
+    assert problem.line == line == 11
+    _, problem = only_problem(content.replace("\n", "\r\n"))
+    assert problem.line == line

@@ -1,4 +1,5 @@
 import signal
+from dataclasses import replace
 
 import pytest
 
@@ -39,23 +40,23 @@ def test_downgrade_after_gpu_oom(placement, layers, expected):
 
 
 def test_decide_schedules_with_backoff_and_gives_up_after_five():
-    s = loaded("m", placement="gpu").replace(ready_since=None)  # never healthy in between
+    s = replace(loaded("m", placement="gpu"), ready_since=None)  # never healthy in between
     for attempt in range(1, 5):
         d = decide(s, "crash", 1000.0, CFG)
         assert d.attempt == attempt and d.restart_at == 1000.0 + backoff_s(attempt, CFG)
-        s = s.replace(consecutive_crashes=attempt)
+        s = replace(s, consecutive_crashes=attempt)
     last = decide(s, "crash", 1000.0, CFG)
     assert last.exhausted and last.restart_at is None
 
 
 def test_pinned_models_keep_retrying_at_the_cap():
-    s = loaded("m", eviction="never").replace(consecutive_crashes=40)
+    s = replace(loaded("m", eviction="never"), consecutive_crashes=40)
     d = decide(s, "crash", 0.0, CFG)
     assert not d.exhausted and d.restart_at == 60.0
 
 
 def test_ten_healthy_minutes_reset_the_count():
-    s = loaded("m").replace(consecutive_crashes=4, ready_since=0.0)
+    s = replace(loaded("m"), consecutive_crashes=4, ready_since=0.0)
     assert decide(s, "crash", 601.0, CFG).attempt == 1
     assert decide(s, "crash", 599.0, CFG).attempt == 5
 
@@ -63,4 +64,4 @@ def test_ten_healthy_minutes_reset_the_count():
 def test_gpu_oom_downgrades_and_a_user_unload_is_never_undone():
     s = loaded("m", placement="gpu")
     assert decide(s, "gpu_oom", 0.0, CFG).placement == 16
-    assert decide(s.replace(user_unloaded=True), "crash", 0.0, CFG).restart_at is None
+    assert decide(replace(s, user_unloaded=True), "crash", 0.0, CFG).restart_at is None

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from gpuwarden.engine.clock import FakeClock
 from gpuwarden.engine.events import Event
+from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.journal import read_journal
 from gpuwarden.engine.lifecycle.config import load_config
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
-from gpuwarden.engine.service import EngineService, ServicePaths
+from helpers import drive
 
 CONFIG = """
 [pressure]
@@ -73,18 +74,15 @@ def test_pressure_eviction_and_crash_restart_end_to_end(tmp_path: Path):
     config, problems = load_config(config_path)
     assert problems == []
     clock = FakeClock()
-    service = EngineService.build(
+    engine = Engine.build(
         config, TelemetryOptions(simulate=SimulateSpec(scenario=scenario_path)),
         ServicePaths(journal=tmp_path / "events.jsonl", hints=tmp_path / "hints.json"),
         clock=clock)
     events: list[Event] = []
-    service.subscribe(events.append)
-    service.manager.autostart()
-    for _ in range(90):  # 90 samples, one a second
-        service.tick()
-        service.manager.tick()
-        clock.advance(1.0)
-    service.close()
+    engine.subscribe(events.append)
+    engine.start()
+    drive(engine, clock, 90.0)  # 90 s, sampled once a second
+    engine.close()
     types = [e.type for e in events]
 
     raised = next(i for i, e in enumerate(events)
@@ -175,22 +173,18 @@ def test_cpu_models_book_simulated_ram_and_ram_pressure_unloads_the_least_recent
     models = tuple(ModelConfig(name=n, backend="simulated", placement="cpu", ram_mib=share,
                                load_time_s=0.0, eviction="pressure") for n in ("old", "new"))
     clock = FakeClock()
-    service = EngineService.build(Config(models=models),
-                                  TelemetryOptions(simulate=SimulateSpec(count=1)),
-                                  ServicePaths(None, None), clock=clock)
+    engine = Engine.build(Config(models=models), TelemetryOptions(simulate=SimulateSpec(count=1)),
+                          ServicePaths(None, None), clock=clock)
     events: list[Event] = []
-    service.subscribe(events.append)
-    service.manager.load("old")
-    for _ in range(40):
-        service.tick()
-        clock.advance(1.0)
-    service.manager.load("new")
-    service.tick()
-    host = service.sampler.last.host
+    engine.subscribe(events.append)
+    engine.start()
+    engine.load("old")
+    drive(engine, clock, 40.0)
+    engine.load("new")
+    drive(engine, clock, 1.0)  # RAM pressure is seen and relieved in the next sample
+    host = engine.snapshot().host
     assert host.ram_used_mib is not None and host.ram_used_mib > 0.9 * total_mib
-    clock.advance(1.0)
-    service.tick()  # RAM pressure is seen and relieved in this sample
-    service.close()
+    engine.close()
     relief = [e.to_dict() for e in events if e.type == "model.unloaded"]
     assert relief[0]["model"] == "old" and relief[0]["reason"] == "pressure"
     assert relief[0]["freed_ram_mib"] == share

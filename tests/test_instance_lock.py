@@ -82,7 +82,8 @@ def test_a_second_gpuwarden_is_refused_naming_the_first_and_a_killed_one_frees_t
         assert refused.value.pid == holder.pid
         message = str(refused.value)
         assert f"gpuwarden is already running (pid {holder.pid})" in message
-        assert "window or tray icon" in message and "stop it first" in message
+        assert "use its window" in message and "stop it first" in message
+        assert "tray" not in message  # there is no tray icon
         holder.kill()  # SIGKILL: no cleanup code runs, the kernel drops the flock
         holder.wait(timeout=10)
         mine = InstanceLock(path)

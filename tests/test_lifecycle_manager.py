@@ -132,7 +132,8 @@ def test_gpu_out_of_memory_at_load_downgrades_to_partial_offload():
     rig.step(2.0)
     state = rig.manager.state("m")
     assert state.device == "partial" and state.gpu_layers == 16
-    assert rig.of("model.ready", "m")[0].vram_mib == 5 * GIB
+    ready = rig.of("model.ready", "m")[0]
+    assert ready.vram_mib == 5 * GIB and ready.vram_est_mib == 5 * GIB
 
 
 def test_offload_moves_a_model_to_the_cpu():

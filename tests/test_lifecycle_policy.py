@@ -1,5 +1,7 @@
 """Every branch of the pure lifecycle policy, with plain numbers for time."""
 
+from dataclasses import replace
+
 from gpuwarden.engine.lifecycle.actions import Load, Offload, Refusal, Unload
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib
 from gpuwarden.engine.lifecycle.policy import (
@@ -25,12 +27,12 @@ def never_offload(_s):
 
 def test_priority_follows_idle_time_against_the_timeout():
     s = loaded("m", idle_timeout_s=600.0)
-    assert priority_of(s.replace(last_access=NOW - 5), NOW) == "active"
-    assert priority_of(s.replace(last_access=NOW - 200), NOW) == "warm"
-    assert priority_of(s.replace(last_access=NOW - 400), NOW) == "idle"
-    assert priority_of(s.replace(last_access=NOW - 600), NOW) == "evictable"
-    assert priority_of(s.replace(last_access=NOW - 9999, in_use=1), NOW) == "active"
-    assert priority_of(s.replace(last_access=NOW - 9999, eviction_override="never"),
+    assert priority_of(replace(s, last_access=NOW - 5), NOW) == "active"
+    assert priority_of(replace(s, last_access=NOW - 200), NOW) == "warm"
+    assert priority_of(replace(s, last_access=NOW - 400), NOW) == "idle"
+    assert priority_of(replace(s, last_access=NOW - 600), NOW) == "evictable"
+    assert priority_of(replace(s, last_access=NOW - 9999, in_use=1), NOW) == "active"
+    assert priority_of(replace(s, last_access=NOW - 9999, eviction_override="never"),
                        NOW) == "active"
 
 
@@ -116,7 +118,7 @@ def test_load_that_cannot_fit_is_refused_for_gpu_and_falls_back_for_auto():
                      loaded("pinned", eviction="never"))
     refusal = plan_load(states, "big", 3000.0, NOW, estimate_vram_mib)
     assert isinstance(refusal, Refusal) and "50000 MiB" in refusal.message
-    auto = by_name(states["big"].replace(placement="auto"), states["pinned"])
+    auto = by_name(replace(states["big"], placement="auto"), states["pinned"])
     assert plan_load(auto, "big", 3000.0, NOW, estimate_vram_mib) == [Load("big", "cpu")]
 
 
@@ -133,5 +135,5 @@ def test_swapped_out_model_returns_when_the_displacer_idles_and_it_fits():
     assert restore_actions(idle, {0: 10_000.0}, NOW, estimate_vram_mib) == [
         Load("victim", "gpu", "restore")]
     assert restore_actions(idle, {0: 1000.0}, NOW, estimate_vram_mib) == []
-    user_said_no = by_name(victim.replace(user_unloaded=True), loaded("big", device="unloaded"))
+    user_said_no = by_name(replace(victim, user_unloaded=True), loaded("big", device="unloaded"))
     assert restore_actions(user_said_no, {0: 10_000.0}, NOW, estimate_vram_mib) == []

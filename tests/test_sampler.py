@@ -1,8 +1,7 @@
-import threading
 
 import pytest
 
-from gpuwarden.engine.clock import FakeClock, SystemClock
+from gpuwarden.engine.clock import FakeClock
 from gpuwarden.engine.events import Event, EventBus, GpuLost
 from gpuwarden.engine.telemetry.probe import GpuReading, NoGpuProbe
 from gpuwarden.engine.telemetry.sampler import Sampler, check_interval
@@ -75,13 +74,3 @@ def test_replacing_the_gpu_probe_closes_the_old_one():
 def test_interval_outside_the_range_is_refused_with_a_sentence(bad):
     with pytest.raises(ValueError, match=r"between 0\.25 and 10"):
         check_interval(bad)
-
-
-def test_run_ticks_at_the_interval_and_stops_when_asked():
-    sampler = Sampler(ScriptedGpuProbe(), StaticHostProbe(), clock=SystemClock(), interval_s=0.25)
-    stop = threading.Event()
-    sampler.run(stop, ticks=3)
-    assert len(sampler.history) == 3
-    stop.set()
-    sampler.run(stop)  # already stopped: returns at once
-    assert len(sampler.history) == 3

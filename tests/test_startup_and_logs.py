@@ -9,8 +9,8 @@ from gpuwarden.startup import ConfigFileMissing, read_config
 
 
 def test_no_config_yet_is_a_note_not_an_error():
-    config, notes = read_config(None)
-    assert config.models == () and "no config file" in notes[0]
+    config, notes, watched = read_config(None)
+    assert config.models == () and "no config file" in notes[0] and watched is None
 
 
 def test_an_explicit_config_that_does_not_exist_is_refused(tmp_path: Path):
@@ -22,7 +22,8 @@ def test_bad_entries_are_listed_and_the_count_of_good_ones_said(tmp_path: Path):
     path = tmp_path / "config.toml"
     path.write_text('[[models]]\nname = "ok"\nbackend = "simulated"\n\n'
                     '[[models]]\nname = "bad"\nbackend = "warp-drive"\n')
-    config, notes = read_config(path)
+    config, notes, watched = read_config(path)
+    assert watched == path
     assert [m.name for m in config.models] == ["ok"]
     assert "config.toml:7" in notes[0] and "warp-drive" in notes[0]
     assert notes[-1].startswith("1 valid model(s) loaded")

@@ -11,9 +11,9 @@ from PySide6.QtGui import QImage
 
 from gpuwarden.app.bridge import EngineBridge, running_engine_threads
 from gpuwarden.app.window import MainWindow
+from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions, build_sampler
-from gpuwarden.engine.service import EngineService, ServicePaths
 from gpuwarden.engine.telemetry.probe import NoGpuProbe
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.widgets.theme import DARK, LIGHT
@@ -23,11 +23,11 @@ pytestmark = pytest.mark.qt
 
 
 def service(sampler: Callable[[], Sampler], config: Config | None = None
-            ) -> Callable[[], EngineService]:
-    return lambda: EngineService(config or Config(), sampler(), ServicePaths(None, None))
+            ) -> Callable[[], Engine]:
+    return lambda: Engine(config or Config(), sampler(), ServicePaths(None, None))
 
 
-def simulated(count: int, config: Config | None = None) -> Callable[[], EngineService]:
+def simulated(count: int, config: Config | None = None) -> Callable[[], Engine]:
     opts = TelemetryOptions(simulate=SimulateSpec(count=count), interval_s=0.25)
     return service(lambda: build_sampler(opts), config)
 
@@ -36,9 +36,9 @@ def simulated(count: int, config: Config | None = None) -> Callable[[], EngineSe
 def open_window(qtbot):
     made: list[tuple[EngineBridge, MainWindow]] = []
 
-    def _open(factory: Callable[[], EngineService], theme=DARK
+    def _open(factory: Callable[[], Engine], theme=DARK
               ) -> tuple[EngineBridge, MainWindow]:
-        bridge = EngineBridge(factory)
+        bridge = EngineBridge(factory())
         window = MainWindow(bridge, theme)
         qtbot.addWidget(window)
         window.show()
@@ -136,7 +136,7 @@ def test_a_lost_gpu_is_marked_and_logged_then_comes_back(qtbot, open_window, tmp
 
 
 def test_closing_the_window_stops_the_engine_thread(qtbot):
-    bridge = EngineBridge(simulated(1))
+    bridge = EngineBridge(simulated(1)())
     window = MainWindow(bridge, DARK)
     qtbot.addWidget(window)
     window.show()

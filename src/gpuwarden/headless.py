@@ -7,15 +7,13 @@ import json
 import signal
 import sys
 import threading
-from dataclasses import replace
 from types import FrameType
 
+from gpuwarden.engine.clock import SystemClock
 from gpuwarden.engine.events import Event
+from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.runtime import TelemetryOptions
-from gpuwarden.engine.service import EngineService, default_service_paths
-from gpuwarden.startup import ConfigFileMissing, read_config, run_single_instance
-
-EXIT_USAGE = 2
+from gpuwarden.startup import run_engine
 
 
 def _print_event(event: Event) -> None:
@@ -24,35 +22,45 @@ def _print_event(event: Event) -> None:
 
 
 def cmd_headless(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
-    return run_single_instance(lambda: _run(args, telemetry))
+    return run_engine(args.config, args.interval, telemetry, lambda engine: _run(engine, args))
 
 
-def _run(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
-    try:
-        config, notes = read_config(args.config)
-    except ConfigFileMissing as exc:
-        print(f"gpuwarden: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    for note in notes:
-        print(f"gpuwarden: {note}", file=sys.stderr)
-    telemetry = replace(telemetry, interval_s=args.interval or config.sample_interval_s)
-    service = EngineService.build(config, telemetry, default_service_paths(), problems=notes)
-    for problem in (*service.hint_problems, *service.registry_problems):
-        print(f"gpuwarden: {problem}", file=sys.stderr)
+def _run(engine: Engine, args: argparse.Namespace) -> int:
     if args.events == "-":
-        for event in service.bus.recent():  # config problems found while starting
+        for event in engine.events_since(0):  # config problems found while starting
             _print_event(event)
-        service.subscribe(_print_event)
+        engine.subscribe(_print_event)
     stop = threading.Event()
+    wake = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
+        wake.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        service.run(stop, args.duration)
+        drive(engine, stop, wake, args.duration)
     finally:
-        service.close(leave_running=args.leave_running)
+        engine.close(leave_running=args.leave_running)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def drive(engine: Engine, stop: threading.Event, wake: threading.Event,
+          duration_s: float | None = None) -> None:
+    """Start the engine and call its step whenever it asks (or something wakes it),
+    until ``stop`` is set or ``duration_s`` has passed."""
+    clock = SystemClock()
+    engine.set_waker(wake.set)
+    engine.start()
+    end = None if duration_s is None else clock.monotonic() + duration_s
+    while not stop.is_set():
+        wake.clear()
+        delay = engine.step()
+        if end is not None:
+            left = end - clock.monotonic()
+            if left <= 0:
+                break
+            delay = min(delay, left)
+        wake.wait(delay)

@@ -1,12 +1,17 @@
-"""What the window and `gpuwarden headless` share when they start: reading the config."""
+"""How the window and `gpuwarden headless` start, written once: read the config (and say
+what is wrong with it), pick the interval, build the engine, all as the only gpuwarden of
+this user."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from gpuwarden.engine.facade import Engine, default_service_paths
 from gpuwarden.engine.lifecycle.config import Config, default_config_path, load_config
+from gpuwarden.engine.runtime import TelemetryOptions
 from gpuwarden.engine.supervisor.instance_lock import (
     AlreadyRunning,
     InstanceLock,
@@ -15,14 +20,16 @@ from gpuwarden.engine.supervisor.instance_lock import (
 
 EXIT_ALREADY_RUNNING = 3
 EXIT_CANNOT_START = 1
+EXIT_USAGE = 2
 
 
 class ConfigFileMissing(FileNotFoundError):
     pass
 
 
-def read_config(path: Path | None) -> tuple[Config, list[str]]:
-    """The config and the problems a person should read (file:line: ...).
+def read_config(path: Path | None) -> tuple[Config, list[str], Path | None]:
+    """The config, the problems a person should read (file:line: ...), and the file to
+    watch for changes (None: there is none).
 
     An explicit path that does not exist raises ConfigFileMissing; a missing default file
     means no models yet, which is said as a note, not an error.
@@ -31,7 +38,7 @@ def read_config(path: Path | None) -> tuple[Config, list[str]]:
         default = default_config_path()
         if not default.exists():
             return Config(), [f"no config file at {default} yet: no models to manage "
-                              "(see docs/config.md)"]
+                              "(see docs/config.md)"], None
         path = default
     elif not path.exists():
         raise ConfigFileMissing(f"{path}: no such config file")
@@ -42,7 +49,24 @@ def read_config(path: Path | None) -> tuple[Config, list[str]]:
     if problems:
         notes.append(f"{len(config.models)} valid model(s) loaded from {path}; the entries "
                      "above were skipped")
-    return config, notes
+    return config, notes, path
+
+
+def open_engine(config_path: Path | None, interval_s: float | None,
+                telemetry: TelemetryOptions) -> Engine | int:
+    """The engine the user asked for, its start-up problems printed to stderr; or the
+    exit status when it cannot be built (a missing config file)."""
+    try:
+        config, notes, watched = read_config(config_path)
+    except ConfigFileMissing as exc:
+        print(f"gpuwarden: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    telemetry = replace(telemetry, interval_s=interval_s or config.sample_interval_s)
+    engine = Engine.build(config, telemetry, default_service_paths(), problems=notes,
+                          config_path=watched)
+    for note in (*notes, *engine.startup_problems):
+        print(f"gpuwarden: {note}", file=sys.stderr)
+    return engine
 
 
 def run_single_instance(body: Callable[[], int]) -> int:
@@ -62,3 +86,14 @@ def run_single_instance(body: Callable[[], int]) -> int:
         return body()
     finally:
         lock.release()
+
+
+def run_engine(config_path: Path | None, interval_s: float | None,
+               telemetry: TelemetryOptions, body: Callable[[Engine], int]) -> int:
+    """Open the engine as the only gpuwarden and hand it to ``body`` (the window or the
+    headless loop), which drives it and closes it."""
+    def opened() -> int:
+        engine = open_engine(config_path, interval_s, telemetry)
+        return engine if isinstance(engine, int) else body(engine)
+
+    return run_single_instance(opened)

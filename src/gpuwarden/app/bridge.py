@@ -1,32 +1,47 @@
 """The one place where the engine meets Qt.
 
-The engine service (telemetry and the lifecycle manager) runs on its own QThread, ticked
-by QTimers that live in that thread: one per sample, and a single-shot one for the next
-restart that is due between samples. Snapshots, history frames and events cross to the UI
-thread as queued signals; user commands travel the other way as signals into the engine
-thread.
+The engine runs on its own QThread, driven by one single-shot QTimer that lives in that
+thread: each :meth:`Engine.step` says when it wants the next, and the engine's waker (a
+queued signal) brings the next step forward when something happens in between (a model
+died and its restart is due sooner). Snapshots, history frames, model rows, events and
+command results cross to the UI thread as queued signals; user commands travel the other
+way as signals into the engine thread, so the UI thread never waits on the engine.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import weakref
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from PySide6.QtCore import QMetaObject, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from gpuwarden.engine.events import Event
-from gpuwarden.engine.service import EngineService
+from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot
+from gpuwarden.engine.views import ModelRow
 
 log = logging.getLogger(__name__)
 
 _threads: weakref.WeakSet[QThread] = weakref.WeakSet()
 
+# The engine commands the window may send; each answers an AdminResult.
+COMMANDS = frozenset({"load", "unload", "offload", "restart", "set_policy", "set_priority",
+                      "pin", "unpin", "make_room", "reload_config"})
+
 
 def running_engine_threads() -> list[QThread]:
     """Engine threads still running (tests assert none is left behind)."""
     return [t for t in _threads if t.isRunning()]
+
+
+@dataclass(frozen=True)
+class Command:
+    id: int
+    name: str
+    args: tuple[Any, ...]
 
 
 class _EngineWorker(QObject):
@@ -35,80 +50,79 @@ class _EngineWorker(QObject):
     snapshot = Signal(object)
     frame = Signal(object)
     event = Signal(object)
+    models = Signal(object)  # tuple[ModelRow, ...]
+    command_done = Signal(int, object)  # (command id, AdminResult)
+    _woken = Signal()
 
-    def __init__(self, service: EngineService, window_s: float,
-                 leave_running: bool = False) -> None:
+    def __init__(self, engine: Engine, window_s: float, leave_running: bool = False) -> None:
         super().__init__()
-        self._service = service
+        self._engine = engine
         self._leave_running = leave_running
-        self._sampler = service.sampler
         self._window_s = window_s
         self._timer: QTimer | None = None
-        self._deadline: QTimer | None = None
-        service.bus.subscribe(self.event.emit)
+        self._last_seq = -1
+        self._rows: tuple[ModelRow, ...] | None = None
+        self._before = engine.events_since(0)  # what happened before the window opened
+        engine.subscribe(self.event.emit)
+        self._woken.connect(self._step, Qt.ConnectionType.QueuedConnection)
 
     @Slot()
     def start(self) -> None:
         self._timer = QTimer(self)
-        self._timer.setInterval(round(self._sampler.interval_s * 1000))
-        self._timer.timeout.connect(self.tick)
-        self._deadline = QTimer(self)
-        self._deadline.setSingleShot(True)
-        self._deadline.timeout.connect(self._on_deadline)
-        for event in self._service.bus.recent():  # what happened before the window opened
+        self._timer.setSingleShot(True)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.timeout.connect(self._step)
+        for event in self._before:
             self.event.emit(event)
-        self._timer.start()
-        self._service.start()  # adoption, a first sample, autostart
-        self._emit_latest()
-        self._arm_deadline()
+        self._engine.set_waker(self._woken.emit)
+        self._engine.start()  # adoption, a first sample, autostart
+        self._step()
 
     @Slot()
-    def tick(self) -> None:
-        self._service.tick()
-        self._emit_latest()
-        self._arm_deadline()
+    def _step(self) -> None:
+        if self._timer is None:
+            return  # shut down
+        delay = self._engine.step()
+        self._publish()
+        self._timer.start(max(0, round(delay * 1000)))
 
-    def _emit_latest(self) -> None:
-        snap = self._sampler.last
-        if snap is not None:
+    def _publish(self) -> None:
+        snap = self._engine.snapshot()
+        if snap is not None and snap.seq != self._last_seq:
+            self._last_seq = snap.seq
             self.snapshot.emit(snap)
             self._emit_frame(snap)
-
-    @Slot()
-    def _on_deadline(self) -> None:
-        self._service.manager.tick()
-        self._arm_deadline()
-
-    def _arm_deadline(self) -> None:
-        """Wake up for the next due restart instead of waiting for the next sample."""
-        due = self._service.manager.next_deadline()
-        if self._deadline is None or due is None:
-            return
-        delay_ms = max(0, round((due - self._service.clock.time()) * 1000))
-        if delay_ms < self._sampler.interval_s * 1000:
-            self._deadline.start(delay_ms)
+        rows = self._engine.models()
+        if rows != self._rows:
+            self._rows = rows
+            self.models.emit(rows)
 
     def _emit_frame(self, snap: Snapshot | None) -> None:
-        if snap is None:
-            return
-        self.frame.emit(self._sampler.history.frame(since=snap.ts - self._window_s))
+        if snap is not None:
+            self.frame.emit(self._engine.history(since=snap.ts - self._window_s))
+
+    @Slot(object)
+    def run_command(self, command: Command) -> None:
+        result = getattr(self._engine, command.name)(*command.args)
+        self.command_done.emit(command.id, result)
+        self._step()
 
     @Slot(float)
     def set_window(self, seconds: float) -> None:
         self._window_s = seconds
-        self._emit_frame(self._sampler.last)
+        self._emit_frame(self._engine.snapshot())
 
     @Slot(int)
     def use_simulated(self, count: int) -> None:
-        self._service.use_simulated(count)
-        self.tick()
+        self._engine.use_simulated(count)
+        self._step()
 
     @Slot()
     def shutdown(self) -> None:
-        for timer in (self._timer, self._deadline):
-            if timer is not None:
-                timer.stop()
-        self._service.close(leave_running=self._leave_running)
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._engine.close(leave_running=self._leave_running)
 
 
 class EngineBridge(QObject):
@@ -117,37 +131,55 @@ class EngineBridge(QObject):
     snapshot_ready = Signal(object)  # Snapshot
     history_ready = Signal(object)  # HistoryFrame
     event_raised = Signal(object)  # Event
+    models_changed = Signal(object)  # tuple[ModelRow, ...]
+    command_finished = Signal(int, object)  # (the id request() returned, AdminResult)
 
     _window_requested = Signal(float)
     _simulate_requested = Signal(int)
+    _command_requested = Signal(object)
 
-    def __init__(self, service_factory: Callable[[], EngineService],
-                 window_s: float = 60.0, *, leave_running: bool = False) -> None:
+    def __init__(self, engine: Engine, window_s: float = 60.0, *,
+                 leave_running: bool = False) -> None:
         super().__init__()
         self._thread = QThread()
         self._thread.setObjectName("gpuwarden-engine")
         _threads.add(self._thread)
-        self._worker = _EngineWorker(service_factory(), window_s, leave_running)
+        self._worker = _EngineWorker(engine, window_s, leave_running)
         self._worker.moveToThread(self._thread)
         self._thread.started.connect(self._worker.start)
         self._worker.snapshot.connect(self._on_snapshot)
         self._worker.frame.connect(self._on_frame)
         self._worker.event.connect(self._on_event)
+        self._worker.models.connect(self._on_models)
+        self._worker.command_done.connect(self._on_command_done)
         self._window_requested.connect(self._worker.set_window)
         self._simulate_requested.connect(self._worker.use_simulated)
+        self._command_requested.connect(self._worker.run_command)
+        self._ids = itertools.count(1)
         self.latest: Snapshot | None = None
+        self.rows: tuple[ModelRow, ...] = ()
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout_ms: int = 5000) -> None:
-        """Stop sampling and join the engine thread. Safe to call twice."""
+    def stop(self, timeout_ms: int = 30000) -> None:
+        """Stop the engine (its models, unless left running) and join its thread. Safe to
+        call twice."""
         if not self._thread.isRunning():
             return
         _invoke_blocking(self._worker, "shutdown")
         self._thread.quit()
         if not self._thread.wait(timeout_ms):
             log.error("the engine thread did not stop within %d ms", timeout_ms)
+
+    def request(self, command: str, *args: Any) -> int:
+        """Send a command to the engine; its result comes back as command_finished with
+        the id returned here. Never blocks."""
+        if command not in COMMANDS:
+            raise ValueError(f"unknown engine command {command!r}")
+        command_id = next(self._ids)
+        self._command_requested.emit(Command(command_id, command, args))
+        return command_id
 
     def set_window(self, seconds: float) -> None:
         self._window_requested.emit(seconds)
@@ -167,6 +199,15 @@ class EngineBridge(QObject):
     @Slot(object)
     def _on_event(self, event: Event) -> None:
         self.event_raised.emit(event)
+
+    @Slot(object)
+    def _on_models(self, rows: tuple[ModelRow, ...]) -> None:
+        self.rows = rows
+        self.models_changed.emit(rows)
+
+    @Slot(int, object)
+    def _on_command_done(self, command_id: int, result: object) -> None:
+        self.command_finished.emit(command_id, result)
 
 
 def _invoke_blocking(obj: QObject, method: str) -> None:

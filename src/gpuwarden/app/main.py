@@ -6,7 +6,6 @@ import argparse
 import os
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
@@ -15,10 +14,9 @@ from PySide6.QtWidgets import QApplication
 
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.window import MainWindow
+from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.runtime import TelemetryOptions, take_snapshot
-from gpuwarden.engine.service import EngineService, default_service_paths
-from gpuwarden.engine.telemetry.scenario import load_scenario
-from gpuwarden.startup import ConfigFileMissing, read_config, run_single_instance
+from gpuwarden.startup import run_engine
 from gpuwarden.widgets.theme import apply_palette, pick_theme
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -49,10 +47,11 @@ def no_display_fallback(options: TelemetryOptions) -> int:
 def run_gui(args: argparse.Namespace, options: TelemetryOptions) -> int:
     if not has_display():
         return no_display_fallback(options)
-    return run_single_instance(lambda: _run_window(args, options))
+    return run_engine(args.config, args.interval, options, lambda engine: _run_window(
+        engine, args))
 
 
-def _run_window(args: argparse.Namespace, options: TelemetryOptions) -> int:
+def _run_window(engine: Engine, args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("gpuwarden")
@@ -60,19 +59,7 @@ def _run_window(args: argparse.Namespace, options: TelemetryOptions) -> int:
     app.setWindowIcon(QIcon(str(RESOURCES / "gpuwarden.svg")))
     theme = pick_theme(args.theme)
     apply_palette(app, theme)
-    if options.simulate is not None and options.simulate.scenario is not None:
-        load_scenario(options.simulate.scenario)  # a bad file: one clear line, before Qt
-    try:
-        config, notes = read_config(args.config)
-    except ConfigFileMissing as exc:
-        print(f"gpuwarden: error: {exc}", file=sys.stderr)
-        return 2
-    for note in notes:
-        print(f"gpuwarden: {note}", file=sys.stderr)
-    options = replace(options, interval_s=args.interval or config.sample_interval_s)
-    bridge = EngineBridge(lambda: EngineService.build(config, options, default_service_paths(),
-                                                      problems=notes),
-                          leave_running=args.leave_running)
+    bridge = EngineBridge(engine, leave_running=args.leave_running)
     window = MainWindow(bridge, theme)
     window.show()
     bridge.start()

@@ -12,9 +12,10 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from gpuwarden.engine.clock import Clock, SystemClock
 
@@ -110,26 +111,45 @@ Listener = Callable[[Event], None]
 
 @dataclass
 class EventBus:
-    """Stamps events with ``ts`` and ``seq`` and hands them to every listener.
+    """Stamps events with ``ts`` and ``seq`` and hands them to every listener, in ``seq``
+    order, one event at a time.
 
-    A listener that raises is logged with its traceback and does not stop the others.
-    The last ``keep`` events are kept, so a window opened later can show them.
+    Inside :meth:`deferred` (the lifecycle manager wraps its lock in it) events are only
+    stamped and queued; they are delivered when the outermost ``deferred`` block of that
+    thread ends, after the lock is released, so no listener (journal, stdout, Qt) ever
+    runs while the engine's lock is held. A listener that raises is logged with its
+    traceback and does not stop the others. The last ``keep`` events are kept, so a window
+    opened later (or an API client resuming from a ``seq``) can have them.
     """
 
     clock: Clock = field(default_factory=SystemClock)
-    keep: int = 200
+    keep: int = 1000
     _seq: int = 0
     _recent: deque[Event] = field(init=False)
+    _pending: deque[Event] = field(init=False)
     _listeners: list[Listener] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _deliver: threading.Lock = field(default_factory=threading.Lock)
+    _local: threading.local = field(default_factory=threading.local)
 
     def __post_init__(self) -> None:
         self._recent = deque(maxlen=self.keep)
+        self._pending = deque()
 
     def recent(self) -> list[Event]:
         """The last events published, oldest first."""
         with self._lock:
             return list(self._recent)
+
+    def since(self, seq: int) -> list[Event]:
+        """The kept events with a ``seq`` above ``seq``, oldest first."""
+        with self._lock:
+            return [e for e in self._recent if e.seq > seq]
+
+    @property
+    def last_seq(self) -> int:
+        with self._lock:
+            return self._seq
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -142,17 +162,54 @@ class EventBus:
             self._seq += 1
             stamped = dataclasses.replace(event, ts=self.clock.time(), seq=self._seq)
             self._recent.append(stamped)
+            self._pending.append(stamped)
+        if not getattr(self._local, "depth", 0):
+            self.flush()
+        return stamped
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Queue what is published inside; deliver it when the outermost block ends."""
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+        if not self._local.depth:
+            self.flush()
+
+    def flush(self) -> None:
+        """Deliver every queued event in ``seq`` order. One thread delivers at a time; a
+        listener that publishes has its event delivered after the current one."""
+        if getattr(self._local, "delivering", False):
+            return
+        with self._deliver:
+            self._local.delivering = True
+            try:
+                while True:
+                    with self._lock:
+                        if not self._pending:
+                            return
+                        event = self._pending.popleft()
+                    self._deliver_one(event)
+            finally:
+                self._local.delivering = False
+
+    def _deliver_one(self, event: Event) -> None:
         for listener in list(self._listeners):
             try:
-                listener(stamped)
+                listener(event)
             except Exception:
-                log.exception("event listener %r failed on %s", listener, stamped.TYPE)
-        return stamped
+                log.exception("event listener %r failed on %s", listener, event.TYPE)
 
 
 # -- models (lifecycle manager) ---------------------------------------------------------
 
-UnloadReason = str  # "user" | "idle" | "pressure" | "swap" | "safety" | "shutdown"
+# Why a model was loaded, unloaded or moved to the CPU: the values events carry.
+LoadReason = Literal["user", "autostart", "restart", "restore", "swap", "offload", "adopted"]
+UnloadReason = Literal["user", "idle", "pressure", "swap", "shutdown", "make_room", "removed",
+                       "exited"]
+OffloadReason = Literal["pressure", "user", "make_room"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,7 +217,7 @@ class ModelLoading(Event):
     TYPE: ClassVar[str] = "model.loading"
     model: str
     placement: str
-    reason: str = "user"
+    reason: LoadReason = "user"
 
     def describe(self) -> str:
         return f"{self.model}: loading on {self.placement} ({self.reason})"
@@ -171,11 +228,13 @@ class ModelReady(Event):
     TYPE: ClassVar[str] = "model.ready"
     model: str
     placement: str
-    vram_mib: float = 0.0
+    vram_mib: float | None = None  # measured: what its processes hold (NVML by pid)
+    vram_est_mib: float = 0.0  # the estimate the load was planned with
     ram_mib: float = 0.0
 
     def describe(self) -> str:
-        return f"{self.model}: ready on {self.placement}"
+        held = f", {self.vram_mib:.0f} MiB VRAM" if self.vram_mib else ""
+        return f"{self.model}: ready on {self.placement}{held}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,7 +253,7 @@ class ModelUnloaded(Event):
 class ModelOffloaded(Event):
     TYPE: ClassVar[str] = "model.offloaded"
     model: str
-    reason: str
+    reason: OffloadReason
     freed_vram_mib: float = 0.0
 
     def describe(self) -> str:
@@ -335,6 +394,22 @@ class ConfigProblemFound(Event):
 
     TYPE: ClassVar[str] = "config.problem"
     message: str
+
+    def describe(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReloaded(Event):
+    """The config file changed and was read again: what changed (``message`` says it)."""
+
+    TYPE: ClassVar[str] = "config.reloaded"
+    path: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()
+    message: str = ""
 
     def describe(self) -> str:
         return self.message

@@ -169,8 +169,8 @@ class TomlDoc:
 
     def __init__(self, content: str, source: str, error: type[TomlProblem] = TomlProblem) -> None:
         self.content, self.source, self.error = content, source, error
-        self.lines = content.splitlines()
-        self.headers = _headers(self.lines)
+        self.lines = _lines(content)
+        self.headers, self._statement = _scan(self.lines)
         self._by_name: dict[str, list[int]] | None = None
         self._starts: list[int] = []
 
@@ -210,7 +210,7 @@ class TomlDoc:
         k = re.escape(key)
         pattern = re.compile(rf"""^\s*(?:{k}|"{k}"|'{k}')\s*=""")
         for n in range(first + 1, last + 1):
-            if pattern.match(self.lines[n - 1]):
+            if self._statement[n - 1] and pattern.match(self.lines[n - 1]):
                 return n
         return header if header is not None else self.header(key)
 
@@ -295,15 +295,61 @@ class TomlDoc:
 _HEADER = re.compile(r"""^\s*\[(\[)?\s*([A-Za-z0-9_."' -]+?)\s*\](?(1)\])\s*(?:#.*)?$""")
 
 
-def _headers(lines: list[str]) -> list[tuple[int, str]]:
-    """``(line, name)`` of every ``[table]`` and ``[[array]]`` header, 1-based lines."""
-    found = []
+# What matters on a line outside a string: a string (multi-line openers first; a one-line
+# string runs to its closing quote or the end of the line), a comment, a bracket.
+_TOKEN = re.compile(r""""{3}|'{3}|"(?:[^"\\]++|\\.?)*+"?|'[^']*+'?|[#\[\]{}]""")
+# The rest of a multi-line string, to its end (a closer may take up to two more quotes).
+_CLOSER: Mapping[str, re.Pattern[str]] = {
+    '"""': re.compile(r"""(?:[^"\\]++|\\.?|"(?!""))*+"{3,5}"""),
+    "'''": re.compile(r"""(?:[^']++|'(?!''))*+'{3,5}"""),
+}
+
+
+def _lines(content: str) -> list[str]:
+    """The lines as TOML counts them: only LF (or CRLF) ends one, not the other breaks
+    ``str.splitlines`` knows (a U+2028 in a comment must not shift the numbers)."""
+    lines = content.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _scan(lines: list[str]) -> tuple[list[tuple[int, str]], list[bool]]:
+    """``(line, name)`` of every ``[table]`` and ``[[array]]`` header (1-based lines),
+    and for each line whether a statement starts on it: the lines inside a multi-line
+    string or a multi-line array are neither headers nor keys. One pass over the text."""
+    found: list[tuple[int, str]] = []
+    statement: list[bool] = []
+    closer: re.Pattern[str] | None = None  # inside a multi-line string: what ends it
+    depth = 0  # [ and { of a value still open
     for n, line in enumerate(lines, start=1):
-        match = _HEADER.match(line)
-        if match:
+        starts = closer is None and depth == 0
+        statement.append(starts)
+        if starts and (match := _HEADER.match(line)):
             name = re.sub(r"""\s*\.\s*""", ".", match[2]).replace('"', "").replace("'", "")
             found.append((n, name))
-    return found
+            continue
+        pos = 0
+        if closer is not None:
+            end = closer.match(line)
+            if end is None:
+                continue
+            closer, pos = None, end.end()
+        while (token := _TOKEN.search(line, pos)) is not None:
+            pos, kind = token.end(), token[0]
+            if kind == "#":
+                break
+            if kind in _CLOSER:
+                end = _CLOSER[kind].match(line, pos)
+                if end is None:
+                    closer = _CLOSER[kind]
+                    break
+                pos = end.end()
+            elif kind in ("[", "{"):
+                depth += 1
+            elif kind in ("]", "}"):
+                depth = max(depth - 1, 0)
+    return found, statement
 
 
 def _say(where: str, message: str) -> str:

@@ -55,3 +55,11 @@ class Backend(Protocol):
     def poll(self, now: float) -> None:
         """Advance time-driven work (the simulated backend); real backends do nothing."""
         ...
+
+    def next_due(self) -> float | None:
+        """When (wall clock) :meth:`poll` next has work; None: never (real backends)."""
+        ...
+
+    def pids(self, model: str) -> tuple[int, ...]:
+        """The processes that run ``model`` now (for measured VRAM); () when none."""
+        ...

@@ -37,9 +37,11 @@ from gpuwarden.engine.tomlcheck import text as string
 PlacementMode = Literal["gpu", "cpu", "auto"]
 Placement: TypeAlias = PlacementMode | int  # int >= 0: number of GPU layers (partial offload)
 EvictionPolicy = Literal["idle", "pressure", "never"]
-BackendKind = Literal["llama-server", "llama-cpp", "torch", "simulated"]
+BackendKind = Literal["llama-server", "llama-cpp", "simulated"]  # the backends that exist
 PLACEMENT_MODES: tuple[str, ...] = get_args(PlacementMode)
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
+# Backends named in the design but not built: refused with a message that says so.
+UNBUILT_BACKENDS: tuple[str, ...] = ("torch",)
 EVICTION_POLICIES: tuple[str, ...] = get_args(EvictionPolicy)
 CONFIG_FILE = "config.toml"
 
@@ -331,6 +333,8 @@ class _Parser:
             return None
         table = Table(raw, line, "")
         good, problems = self.doc.checked(table, MODEL_FIELDS, self.required(raw))
+        if raw.get("backend") in UNBUILT_BACKENDS:  # more than "must be one of: ..."
+            problems = [self.unbuilt(table) if p.field == "backend" else p for p in problems]
         name = good.get("name")
         entry = name if isinstance(name, str) else label
         problems += self.duplicate(table, name)
@@ -344,9 +348,13 @@ class _Parser:
 
     @staticmethod
     def required(raw: Mapping[str, object]) -> tuple[str, ...]:
-        backend = raw.get("backend")
-        needs_file = backend in BACKEND_KINDS and backend != "simulated"
-        return ("name", "backend", "path") if needs_file else ("name", "backend")
+        return ("name", "backend", "path") if _needs_file(raw) else ("name", "backend")
+
+    def unbuilt(self, table: Table) -> TomlProblem:
+        """The problem of a backend this version does not have."""
+        msg = (f"backend {table.values['backend']!r} is not available in this version of "
+               f"gpuwarden (available: {', '.join(BACKEND_KINDS)})")
+        return self.doc.fail(self.doc.key_line(table.line, "backend"), "backend", msg)
 
     def duplicate(self, table: Table, name: object) -> list[TomlProblem]:
         if not isinstance(name, str):
@@ -364,12 +372,18 @@ class _Parser:
         needs the file and it is not there."""
         path = _expand(value)
         path = path if path.is_absolute() else self.base_dir / path
-        if table.values.get("backend") != "simulated":
+        if _needs_file(table.values):
             problem = _file_problem(path)
             if problem is not None:
                 line = self.doc.key_line(table.line, "path")
                 problems.append(self.doc.fail(line, "path", problem))
         return path
+
+
+def _needs_file(raw: Mapping[str, object]) -> bool:
+    """Whether the entry's backend runs a model file (not one that is unknown or unbuilt)."""
+    backend = raw.get("backend")
+    return backend in BACKEND_KINDS and backend != "simulated"
 
 
 def _file_problem(path: Path) -> str | None:

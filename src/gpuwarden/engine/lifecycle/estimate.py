@@ -1,13 +1,14 @@
 """How much VRAM a model will take, and what a placement means in layers.
 
 A first estimate: the configured ``vram_mib``, else the model file's size plus a fifth
-for the KV cache and compute buffers. The safety work makes this precise later; the
-manager only needs the hook.
+for the KV cache and compute buffers. It plans a load; once a model runs, what its
+processes hold (measured) counts instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 from gpuwarden.engine.lifecycle.config import ModelConfig, Placement
 from gpuwarden.engine.lifecycle.state import ModelState
@@ -29,7 +30,11 @@ def full_vram_mib(config: ModelConfig) -> float:
     return DEFAULT_VRAM_MIB
 
 
-def resolve(placement: Placement, config: ModelConfig, has_gpu: bool) -> tuple[str, int]:
+LaunchDevice = Literal["gpu", "partial", "cpu"]
+
+
+def resolve(placement: Placement, config: ModelConfig,
+            has_gpu: bool) -> tuple[LaunchDevice, int]:
     """(device, GPU layers) for a placement: "gpu"/"auto" -> every layer (auto falls back
     to the CPU when there is no GPU), an integer -> that many layers, "cpu" -> none."""
     if placement == "cpu" or (placement == "auto" and not has_gpu):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 from gpuwarden.engine.clock import Clock
 from gpuwarden.engine.events import EventBus, StorageError
@@ -32,7 +33,7 @@ class HintKeeper:
         out = {}
         for name, s in states.items():
             h = self._store.get(name)
-            out[name] = s.replace(last_access=h.last_access_ts, access_count=h.access_count,
+            out[name] = replace(s, last_access=h.last_access_ts, access_count=h.access_count,
                                   eviction_override=h.eviction_override,
                                   priority_override=h.priority_override)
         return out

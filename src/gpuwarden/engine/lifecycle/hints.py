@@ -21,7 +21,7 @@ from gpuwarden.engine import paths
 from gpuwarden.engine.atomic import atomic_write_json
 from gpuwarden.engine.clock import Clock
 from gpuwarden.engine.jsondoc import DocSpec, read_doc
-from gpuwarden.engine.lifecycle.config import EVICTION_POLICIES
+from gpuwarden.engine.lifecycle.config import EVICTION_POLICIES, EvictionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ STALE_AFTER_S = 24 * 3600
 class ModelHints:
     last_access_ts: float | None = None  # unix seconds
     access_count: int = 0
-    eviction_override: str | None = None  # "idle" | "pressure" | "never", set by the user
+    eviction_override: EvictionPolicy | None = None  # set by the user (checked on load)
     priority_override: int | None = None
     updated_ts: float = 0.0  # unix seconds of the last change
 

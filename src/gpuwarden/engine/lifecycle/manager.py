@@ -1,10 +1,11 @@
-"""The lifecycle manager: applies the policy's decisions through the backends and tells
-everyone what happened.
+"""The lifecycle manager: answers requests (the user's commands, each sample, the
+driver's ticks) and tells everyone what happened.
 
-Thread model: every public method takes one lock, so backends may report from their own
+Thread model: every public method holds one lock, so backends may report from their own
 threads and a request handler may call :meth:`notify_access` / :meth:`in_use` from
-anywhere. Decisions are the pure functions of ``policy``, ``pressure`` and ``crash``; the
-mechanism that carries them out is in ``core``.
+anywhere; the events published meanwhile reach listeners after the lock is released.
+Decisions are the pure functions of ``policy``, ``pressure`` and ``crash``; the mechanism
+that carries them out is in ``core``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
-from gpuwarden.engine.events import ModelLoading, ModelRefused
+from gpuwarden.engine.events import LoadReason, ModelLoading, ModelRefused
 from gpuwarden.engine.lifecycle import policy
-from gpuwarden.engine.lifecycle.actions import Offload, Refusal
+from gpuwarden.engine.lifecycle.actions import Offload, Refusal, Stopping, Unload
 from gpuwarden.engine.lifecycle.backend import Launch
-from gpuwarden.engine.lifecycle.config import EvictionPolicy, Placement
+from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy, ModelConfig, Placement
+from gpuwarden.engine.lifecycle.config_diff import ConfigDiff
 from gpuwarden.engine.lifecycle.core import AdminResult, Attach, ManagerCore, describe
 from gpuwarden.engine.lifecycle.estimate import resolve
-from gpuwarden.engine.lifecycle.state import ModelState
+from gpuwarden.engine.lifecycle.pressure import PressureKey
+from gpuwarden.engine.lifecycle.state import ModelState, initial_state
 from gpuwarden.engine.telemetry.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -31,45 +35,69 @@ class LifecycleManager(ManagerCore):
 
     def save_hints(self) -> None:
         """Write the persisted hints now (also done every minute and at shutdown)."""
-        with self._lock:
+        with self._locked():
             self._hints.save()
 
     # -- views ----------------------------------------------------------------------
 
+    @property
+    def config(self) -> Config:
+        return self._cfg
+
     def states(self) -> dict[str, ModelState]:
         with self._lock:
-            return dict(self._states)
+            return {n: s for n, s in self._states.items() if n not in self._dropping}
 
     def state(self, name: str) -> ModelState:
         with self._lock:
             return self._states[name]
 
     def next_deadline(self) -> float | None:
-        """When the manager next needs :meth:`tick` (a restart due), if ever."""
+        """When (wall clock) the manager next needs :meth:`tick`: a restart due, a load
+        that times out, a simulated model that becomes ready."""
         with self._lock:
             due = [s.restart_at for s in self._states.values() if s.restart_at is not None]
+            limit = self._cfg.restart.startup_timeout_s
+            due += [s.loaded_at + limit for s in self._states.values()
+                    if s.device == "loading" and s.loaded_at is not None]
+            due += [t for b in self._backends.values() if (t := b.next_due()) is not None]
             return min(due) if due else None
 
     # -- the engine's heartbeat -------------------------------------------------------
 
     def on_snapshot(self, snap: Snapshot) -> None:
         """Called for every telemetry sample: pressure first, then the slower policies."""
-        with self._lock:
+        with self._locked():
             self._snapshot = snap
             now = self._clock.time()
             for backend in self._backends.values():
                 backend.poll(now)
+            self._update_measured(snap)
             self._apply_all(self.pressure.check(snap, self._states, now, self._can_offload))
             self._apply_all(policy.idle_actions(self._states, now))
             self._apply_all(
                 policy.restore_actions(self._states, self._free_vram(), now, self._estimate)
             )
+            self._apply_all(policy.return_actions(self._states, self._rooms(snap), now,
+                                                  self._estimate))
             self._tick(now)
             self._hints.save_if_due()
 
+    def _rooms(self, snap: Snapshot) -> dict[int, policy.GpuRoom]:
+        free = self._free_vram()
+        rooms = {}
+        for g in snap.gpus:
+            room, total = free.get(g.index), g.memory_total_mib
+            if g.available and room is not None and total:
+                rooms[g.index] = policy.GpuRoom(
+                    used_mib=total - room, total_mib=total,
+                    clear_pct=self._cfg.pressure.vram.clear,
+                    under_pressure=PressureKey("vram", g.index) in self.pressure.active)
+        return rooms
+
     def tick(self) -> None:
         """Fire due restarts and time-outs without waiting for the next sample."""
-        with self._lock:
+        with self._locked():
             now = self._clock.time()
             for backend in self._backends.values():
                 backend.poll(now)
@@ -77,62 +105,59 @@ class LifecycleManager(ManagerCore):
 
     # -- user requests ------------------------------------------------------------------
 
-    def load(self, name: str, reason: str = "user") -> AdminResult:
-        with self._lock:
+    def load(self, name: str, reason: LoadReason = "user") -> AdminResult:
+        with self._locked():
             if (err := self._unknown(name)) is not None:
                 return err
+            if name in self._next_config and not self._states[name].live:
+                self._reset_config(name, self._next_config.pop(name))
             s = self._states[name]
             if s.loaded or s.device == "loading":
                 return AdminResult(True, f"{name} is already {s.device}")
-            if s.config.backend not in self._backends:
-                return AdminResult(
-                    False,
-                    f"the {s.config.backend} backend is not available "
-                    f"in this version of gpuwarden, so {name} cannot load",
-                )
-            if s.placement not in ("cpu", "auto") and not self._has_gpu(s.config.gpu):
-                count = len(self._snapshot.gpus) if self._snapshot else 0
-                return AdminResult(
-                    False,
-                    f"{name} is configured for GPU {s.config.gpu}, but this machine has "
-                    f"{count} GPU(s); set gpu = 0..{max(0, count - 1)} or placement = "
-                    '"cpu" in the config',
-                )
-            plan = policy.plan_load(
-                self._states,
-                name,
-                self._free_vram().get(s.config.gpu),
-                self._clock.time(),
-                self._estimate,
-                reason,
-            )
+            if s.device == "stopping":
+                return AdminResult(False, f"{name} is stopping; load it again once it "
+                                          "has stopped")
+            if (refused := self._cannot_load(s)) is not None:
+                return refused
+            plan = policy.plan_load(self._states, name, self._free_vram().get(s.config.gpu),
+                                    self._clock.time(), self._estimate, reason)
             if isinstance(plan, Refusal):
                 return AdminResult(False, plan.message)
-            self._put(
-                s.replace(
-                    user_unloaded=False,
-                    gave_up=False,
-                    restart_at=None,
-                    consecutive_crashes=0 if s.gave_up else s.consecutive_crashes,
-                )
-            )
+            self._put(replace(s, user_unloaded=False, gave_up=False, restart_at=None,
+                              home=None, return_after=None,
+                              consecutive_crashes=0 if s.gave_up else s.consecutive_crashes))
             self._apply_all(plan)
-            return AdminResult(True, f"loading {name}")
+            swapped = [a.model for a in plan if isinstance(a, Unload)]
+            also = f" (unloading {', '.join(swapped)} to make room)" if swapped else ""
+            return AdminResult(True, f"loading {name}{also}")
+
+    def _cannot_load(self, s: ModelState) -> AdminResult | None:
+        if s.config.backend not in self._backends:
+            return AdminResult(False, f"the {s.config.backend} backend is not available in "
+                                      f"this version of gpuwarden, so {s.name} cannot load")
+        if s.placement not in ("cpu", "auto") and not self._has_gpu(s.config.gpu):
+            count = len(self._snapshot.gpus) if self._snapshot else 0
+            return AdminResult(False, f"{s.name} is configured for GPU {s.config.gpu}, but "
+                                      f"this machine has {count} GPU(s); set gpu = "
+                                      f"0..{max(0, count - 1)} or placement = \"cpu\" in "
+                                      "the config")
+        return None
 
     def unload(self, name: str) -> AdminResult:
-        with self._lock:
+        with self._locked():
             if (err := self._unknown(name)) is not None:
                 return err
             s = self._states[name]
-            self._put(s.replace(user_unloaded=True, restart_at=None, displaced_by=None))
+            self._put(replace(s, user_unloaded=True, restart_at=None, displaced_by=None,
+                              home=None, return_after=None))
             self._waiting.pop(name, None)
             if not s.live:
                 return AdminResult(True, f"{name} is not loaded")
-            self._stop(name, "user")
+            self._stop(name, Stopping("user"))
             return AdminResult(True, f"unloading {name}")
 
     def offload(self, name: str) -> AdminResult:
-        with self._lock:
+        with self._locked():
             if (err := self._unknown(name)) is not None:
                 return err
             s = self._states[name]
@@ -144,86 +169,155 @@ class LifecycleManager(ManagerCore):
             return AdminResult(True, f"moving {name} to the CPU")
 
     def restart(self, name: str) -> AdminResult:
-        with self._lock:
+        with self._locked():
             if (err := self._unknown(name)) is not None:
                 return err
             s = self._states[name]
+            if (refused := self._cannot_load(s)) is not None:
+                return refused
             if s.live:
-                self._stop(name, "restart")
+                self._stop(name, Stopping("restart"))
             now = self._clock.time()
             pending = self._states[name].restart_at  # never push a due restart back
-            self._put(
-                self._states[name].replace(
-                    restart_at=now if pending is None else min(pending, now),
-                    user_unloaded=False,
-                    gave_up=False,
-                )
-            )
-            self._due(name, self._clock.time())
+            self._put(replace(self._states[name],
+                              restart_at=now if pending is None else min(pending, now),
+                              user_unloaded=False, gave_up=False))
+            self._due(name, now)
             return AdminResult(True, f"restarting {name}")
 
     def set_policy(self, name: str, eviction: EvictionPolicy | None) -> AdminResult:
-        with self._lock:
+        with self._locked():
             if (err := self._unknown(name)) is not None:
                 return err
-            self._put(self._states[name].replace(eviction_override=eviction))
+            self._put(replace(self._states[name], eviction_override=eviction))
             self._hints.remember(name, eviction_override=eviction)
             return AdminResult(True, f"{name}: eviction policy {eviction or 'from config'}")
 
-    def set_priority(self, name: str, priority: int | None) -> AdminResult:
-        with self._lock:
+    def pin(self, name: str) -> AdminResult:
+        """Never unload or move it (eviction policy ``never``)."""
+        result = self.set_policy(name, "never")
+        return AdminResult(True, f"{name} is pinned") if result.ok else result
+
+    def unpin(self, name: str) -> AdminResult:
+        """Back to the config's eviction policy (``idle`` where the config pins it)."""
+        with self._locked():
             if (err := self._unknown(name)) is not None:
                 return err
-            self._put(self._states[name].replace(priority_override=priority))
+            configured = self._states[name].config.eviction
+            result = self.set_policy(name, "idle" if configured == "never" else None)
+        return AdminResult(True, f"{name} is no longer pinned") if result.ok else result
+
+    def set_priority(self, name: str, priority: int | None) -> AdminResult:
+        with self._locked():
+            if (err := self._unknown(name)) is not None:
+                return err
+            self._put(replace(self._states[name], priority_override=priority))
             self._hints.remember(name, priority_override=priority)
-            return AdminResult(True, f"{name}: priority {priority}")
+            shown = "from config" if priority is None else str(priority)
+            return AdminResult(True, f"{name}: priority {shown}")
+
+    def make_room(self, gpu: int, mib: float | None) -> AdminResult:
+        """Free ``mib`` of VRAM on ``gpu`` now (None: everything that is not pinned), in
+        the relief order of pressure, for another program about to start."""
+        with self._locked():
+            if not self._has_gpu(gpu):
+                return AdminResult(False, f"there is no GPU {gpu}")
+            now = self._clock.time()
+            actions = policy.room_actions(self._states, gpu, mib, now, self._can_offload)
+            if not actions:
+                return AdminResult(False, f"nothing on GPU {gpu} can be moved: no model "
+                                          "there, or every one is pinned or serving")
+            freed = sum(self._states[a.model].held_vram_mib for a in actions)
+            self._apply_all(actions)
+            moved = [a.model for a in actions if isinstance(a, Offload)]
+            gone = [a.model for a in actions if isinstance(a, Unload)]
+            said = [f"moving {', '.join(moved)} to the CPU"] if moved else []
+            said += [f"unloading {', '.join(gone)}"] if gone else []
+            short = "" if mib is None or freed >= mib else \
+                f"; only about {freed:.0f} of {mib:.0f} MiB can be freed (the rest is pinned " \
+                "or serving)"
+            return AdminResult(True, f"{'; '.join(said)}: about {freed:.0f} MiB freed on "
+                                     f"GPU {gpu}{short}")
 
     def notify_access(self, name: str) -> None:
-        with self._lock:
+        with self._locked():
             if name in self._states:
                 self._touch(name)
 
     @contextmanager
     def in_use(self, name: str) -> Iterator[None]:
         """While inside, the model serves a request: never evicted or offloaded."""
-        with self._lock:
-            self.notify_access(name)
-            self._put(self._states[name].replace(in_use=self._states[name].in_use + 1))
+        with self._locked():
+            self._touch(name)
+            self._put(replace(self._states[name], in_use=self._states[name].in_use + 1))
         try:
             yield
         finally:
-            with self._lock:
+            with self._locked():
                 s = self._states[name]
-                self._put(s.replace(in_use=max(0, s.in_use - 1), last_access=self._clock.time()))
+                self._put(replace(s, in_use=max(0, s.in_use - 1),
+                                  last_access=self._clock.time()))
+
+    # -- the config changes -----------------------------------------------------------
+
+    def reconfigure(self, diff: ConfigDiff) -> None:
+        """Apply a re-read config: new models appear, removed ones stop and go, changed
+        ones take their new settings at their next load; limits apply at once."""
+        with self._locked():
+            self._cfg = diff.config
+            self.pressure.configure(diff.config.pressure)
+            for model in diff.added:
+                self._states[model.name] = self._hints.restore(
+                    {model.name: initial_state(model)})[model.name]
+                self._dropping.discard(model.name)
+            for model in diff.changed:
+                if self._states[model.name].live:
+                    self._next_config[model.name] = model
+                else:
+                    self._reset_config(model.name, model)
+            for name in diff.removed:
+                s = self._states.get(name)
+                if s is None:
+                    continue
+                if s.live:
+                    self._dropping.add(name)
+                    self._put(replace(s, user_unloaded=True, restart_at=None))
+                    self._stop(name, Stopping("removed"))
+                else:
+                    self._drop(name)
+
+    def _reset_config(self, name: str, model_config: ModelConfig) -> None:
+        s = self._states[name]
+        self._put(replace(s, config=model_config, placement=model_config.placement))
+
+    # -- adoption, autostart, shutdown ----------------------------------------------------
 
     def adopt(self, name: str, gpu_layers: int, attach: Attach) -> bool:
         """Take over a server that is already running (started by an earlier gpuwarden)
         instead of launching a second copy. ``attach`` hooks the backend up to it."""
-        with self._lock:
+        with self._locked():
             s = self._states.get(name)
             if s is None or s.live:
                 return False
             self._next_instance += 1
             device, layers = resolve(gpu_layers, s.config, has_gpu=gpu_layers > 0)
             launch = Launch(s.config, device, layers, self._next_instance)
-            self._put(
-                s.replace(
-                    device="loading",
-                    instance=launch.instance,
-                    loaded_at=self._clock.time(),
-                    ready_since=None,
-                    placement=gpu_layers if device == "partial" else device,
-                    gpu_layers=layers if device == "partial" else None,
-                )
-            )
-            self._bus.publish(
-                ModelLoading(model=name, placement=describe(device, layers), reason="adopted")
-            )
+            placement: Placement = gpu_layers if device == "partial" else (
+                "cpu" if device == "cpu" else "gpu")
+            self._put(replace(s, device="loading", instance=launch.instance,
+                              loaded_at=self._clock.time(), ready_since=None,
+                              placement=placement,
+                              gpu_layers=layers if device == "partial" else None,
+                              vram_mib=None,
+                              vram_est_mib=self._estimate(s.config, placement) if layers
+                              else 0.0))
+            self._bus.publish(ModelLoading(model=name, placement=describe(device, layers),
+                                           reason="adopted"))
             attach(launch, self._on_ready_cb(name), self._on_exit, self._on_activity_cb(name))
             return True
 
     def autostart(self) -> None:
-        with self._lock:
+        with self._locked():
             for s in list(self._states.values()):
                 if s.config.autostart and not s.live:
                     result = self.load(s.name, "autostart")
@@ -233,12 +327,12 @@ class LifecycleManager(ManagerCore):
 
     def shutdown(self) -> None:
         """Stop every model (reason: shutdown); nothing is restarted afterwards."""
-        with self._lock:
+        with self._locked():
             self._waiting.clear()
             for s in list(self._states.values()):
-                self._put(s.replace(restart_at=None, user_unloaded=True))
+                self._put(replace(s, restart_at=None, user_unloaded=True))
                 if s.live:
-                    self._stop(s.name, "shutdown")
+                    self._stop(s.name, Stopping("shutdown"))
             self._hints.save()
 
 

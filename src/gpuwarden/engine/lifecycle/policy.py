@@ -9,8 +9,10 @@ CPU-resident models, least recently used first.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-from gpuwarden.engine.lifecycle.actions import Action, Load, Offload, Refusal, Unload
+from gpuwarden.engine.events import LoadReason
+from gpuwarden.engine.lifecycle.actions import Action, Load, Offload, Refusal, Return, Unload
 from gpuwarden.engine.lifecycle.config import ModelConfig, Placement
 from gpuwarden.engine.lifecycle.state import (
     ModelState,
@@ -39,7 +41,7 @@ def vram_relief(
     states: States, gpu: int, need_mib: float, now: float, can_offload: CanOffload
 ) -> list[Action]:
     """Free at least ``need_mib`` of VRAM on ``gpu``, cheapest loss first."""
-    pending = sum(s.vram_mib for s in states.values()
+    pending = sum(s.held_vram_mib for s in states.values()
                   if s.device == "stopping" and s.config.gpu == gpu)
     need = need_mib - pending
     actions: list[Action] = []
@@ -54,7 +56,7 @@ def vram_relief(
             actions.append(Offload(s.name, "pressure"))
         else:
             actions.append(Unload(s.name, "pressure"))
-        need -= s.vram_mib
+        need -= s.held_vram_mib
     return actions
 
 
@@ -77,7 +79,7 @@ def ram_relief(states: States, need_mib: float, now: float) -> list[Action]:
 
 def plan_load(
     states: States, name: str, free_mib: float | None, now: float, estimate: Estimate,
-    reason: str = "user",
+    reason: LoadReason = "user",
 ) -> list[Action] | Refusal:
     """Load ``name`` if it fits; else swap out the lowest-priority, least recent GPU models
     that free enough; else (placement auto) fall back to the CPU; else refuse."""
@@ -118,7 +120,7 @@ def _swap_victims(states: States, wanted: ModelState, shortfall: float,
         if shortfall <= 0:
             break
         chosen.append(s.name)
-        shortfall -= s.vram_mib
+        shortfall -= s.held_vram_mib
     return chosen if shortfall <= 0 else None
 
 
@@ -144,4 +146,64 @@ def restore_actions(states: States, free_mib: Mapping[int, float | None], now: f
             continue
         budget[s.config.gpu] = room - need
         actions.append(Load(s.name, s.placement, "restore"))
+    return actions
+
+
+def room_actions(states: States, gpu: int, need_mib: float | None, now: float,
+                 can_offload: CanOffload) -> list[Action]:
+    """Make room on ``gpu`` for another program, in the relief order of pressure: free at
+    least ``need_mib`` (None: everything). Only pinned models and models serving a
+    request stay; the rest move to the CPU where their backend can, else unload."""
+    candidates = sorted(
+        (s for s in states.values()
+         if s.on_gpu and s.config.gpu == gpu and s.eviction != "never" and s.in_use == 0),
+        key=lambda s: eviction_rank(s, now),
+    )
+    actions: list[Action] = []
+    need = need_mib
+    for s in candidates:
+        if need is not None and need <= 0:
+            break
+        actions.append(Offload(s.name, "make_room") if can_offload(s)
+                       else Unload(s.name, "make_room"))
+        if need is not None:
+            need -= s.held_vram_mib
+    return actions
+
+
+@dataclass(frozen=True)
+class GpuRoom:
+    """What a GPU can take now without going back over the pressure clear level."""
+
+    used_mib: float
+    total_mib: float
+    clear_pct: float
+    under_pressure: bool
+
+    def fits(self, mib: float) -> bool:
+        return not self.under_pressure and \
+            self.used_mib + mib < self.clear_pct / 100.0 * self.total_mib
+
+
+def return_actions(states: States, rooms: Mapping[int, GpuRoom], now: float,
+                   estimate: Estimate) -> list[Action]:
+    """Models that pressure moved to the CPU go back to where they belong once their GPU
+    is calm, their wait is over and they fit with usage staying under the clear level.
+    One return per GPU per pass, most important first."""
+    waiting = sorted(
+        (s for s in states.values()
+         if s.home is not None and s.device == "cpu" and s.return_after is not None
+         and now >= s.return_after and s.in_use == 0 and not s.serving),
+        key=lambda s: eviction_rank(s, now), reverse=True,
+    )
+    actions: list[Action] = []
+    busy: set[int] = set()
+    for s in waiting:
+        room = rooms.get(s.config.gpu)
+        home = s.home
+        if room is None or home is None or s.config.gpu in busy:
+            continue
+        if room.fits(estimate(s.config, home)):
+            busy.add(s.config.gpu)
+            actions.append(Return(s.name, home))
     return actions

@@ -31,6 +31,10 @@ class PressureMonitor:
         self._last_alert: dict[str, float] = {}
         self._cpu = CpuAverage()
 
+    def configure(self, cfg: PressureConfig) -> None:
+        """New thresholds (a reloaded config): judged from the next sample on."""
+        self._cfg = cfg
+
     def check(self, snap: Snapshot, states: Mapping[str, ModelState], now: float,
               can_offload: policy.CanOffload) -> list[Action]:
         levels = self._smoothed(read_levels(snap, self._cfg), now)

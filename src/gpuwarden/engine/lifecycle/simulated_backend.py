@@ -2,6 +2,11 @@
 books its VRAM on the simulated GPU, and the rest of it in simulated host RAM, until it
 stops or crashes.
 
+Each launch is a fake process with its own fake pid (:meth:`SimulatedBackend.pids`), under
+which its booking shows in the simulated GPU's process list, as a real server's memory
+shows in NVML's. A scenario's ``[[simulation.model]]`` ``vram_scale`` makes a model book
+more or less than its config's ``vram_mib`` says, so the estimate can be wrong.
+
 A model that does not fit fails to load with the message llama.cpp would print, so the
 GPU out-of-memory path of the crash policy runs for real against the simulation.
 """
@@ -27,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VRAM_MIB = 4096.0
 DEFAULT_RAM_MIB = 4096.0
+PID_BASE = 50000  # launch N is fake pid PID_BASE + N: far from SimulatedGpu's own 4000+
 _OOM_LINES = (
     "ggml_backend_cuda_buffer_type_alloc_buffer: allocating {mib:.0f} MiB on device {gpu}: "
     "cudaMalloc failed: out of memory",
@@ -35,13 +41,14 @@ _OOM_LINES = (
 )
 
 
-def footprint(launch: Launch) -> Footprint:
-    """What a simulated model holds: VRAM in proportion to its GPU layers, the rest in RAM."""
+def footprint(launch: Launch, vram_scale: float = 1.0) -> Footprint:
+    """What a simulated model holds: VRAM in proportion to its GPU layers (times
+    ``vram_scale``, the scenario's knob), the rest in RAM."""
     cfg = launch.config
     vram = cfg.vram_mib or DEFAULT_VRAM_MIB
     ram = cfg.ram_mib or DEFAULT_RAM_MIB
     share = launch.gpu_layers / cfg.layers if cfg.layers else 0.0
-    return Footprint(vram_mib=vram * share, ram_mib=ram * (1.0 - share))
+    return Footprint(vram_mib=vram * share * vram_scale, ram_mib=ram * (1.0 - share))
 
 
 @dataclass
@@ -50,6 +57,8 @@ class _Running:
     on_ready: ReadyCallback
     on_exit: ExitCallback
     ready_at: float
+    footprint: Footprint  # what it booked
+    pid: int
     ready: bool = False
     exit_at: float | None = None  # stopping: exits (cleanly) at this time
 
@@ -77,8 +86,9 @@ class SimulatedBackend:
     def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback,
               on_activity: ActivityCallback | None = None) -> None:
         name = launch.config.name
-        fp = footprint(launch)
-        if fp.vram_mib > 0 and not self._book(launch, fp):
+        fp = self.footprint(launch)
+        pid = self._new_pid(launch)
+        if fp.vram_mib > 0 and not self._book(launch, fp, pid):
             on_exit(DeathReport(name, launch.instance, exit_code=1,
                                 log_tail=tuple(line.format(mib=fp.vram_mib,
                                                            gpu=launch.config.gpu)
@@ -87,14 +97,36 @@ class SimulatedBackend:
         if self._ram is not None and fp.ram_mib > 0:
             self._ram.allocate(owner(name), fp.ram_mib)
         ready_at = self._clock.time() + launch.config.load_time_s
-        self._running[name] = _Running(launch, on_ready, on_exit, ready_at)
+        self._running[name] = _Running(launch, on_ready, on_exit, ready_at, fp, pid)
 
-    def _book(self, launch: Launch, fp: Footprint) -> bool:
+    def footprint(self, launch: Launch) -> Footprint:
+        """What ``launch`` books: :func:`footprint` with the scenario's ``vram_scale``."""
+        return footprint(launch, self._vram_scale(launch.config.name))
+
+    def _vram_scale(self, model: str) -> float:
+        return self._probe.scenario.vram_scale(model) if self._probe is not None else 1.0
+
+    def _new_pid(self, launch: Launch) -> int:
+        """``PID_BASE + instance``; instances are unique per manager, the loop covers a
+        backend shared by two of them."""
+        taken = {run.pid for run in self._running.values()}
+        pid = PID_BASE + launch.instance
+        while pid in taken:
+            pid += 1
+        return pid
+
+    def pids(self, model: str) -> tuple[int, ...]:
+        """The fake pid of ``model``'s process (loading, ready or stopping); () when it
+        does not run."""
+        run = self._running.get(model)
+        return (run.pid,) if run is not None else ()
+
+    def _book(self, launch: Launch, fp: Footprint, pid: int) -> bool:
         gpu = self._gpu(launch.config.gpu)
         if gpu is None:
             return True
         try:
-            gpu.allocate(owner(launch.config.name), fp.vram_mib)
+            gpu.allocate(owner(launch.config.name), fp.vram_mib, pid=pid)
         except SimulatedOutOfMemory as exc:
             log.info("simulated GPU out of memory for %s: %s", launch.config.name, exc)
             return False
@@ -149,7 +181,13 @@ class SimulatedBackend:
                     self._finish_stop(run)
             elif not run.ready and now >= run.ready_at:
                 run.ready = True
-                run.on_ready(run.launch.instance, footprint(run.launch))
+                run.on_ready(run.launch.instance, run.footprint)
+
+    def next_due(self) -> float | None:
+        """When the next simulated model becomes ready or finishes stopping."""
+        due = [run.exit_at if run.exit_at is not None else run.ready_at
+               for run in self._running.values() if run.exit_at is not None or not run.ready]
+        return min(due) if due else None
 
     def running(self) -> list[str]:
         return sorted(self._running)

@@ -6,7 +6,6 @@ priority, its eviction rank) is a pure function of the state and ``now``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,7 +44,8 @@ class ModelState:
     access_count: int = 0
     in_use: int = 0
     serving: bool = False  # the server itself says it is working on a request
-    vram_mib: float = 0.0
+    vram_mib: float | None = None  # measured: what its processes hold (None: not known)
+    vram_est_mib: float = 0.0  # the estimate this load was planned with
     ram_mib: float = 0.0
     consecutive_crashes: int = 0
     crashes: tuple[CrashRecord, ...] = ()
@@ -55,6 +55,10 @@ class ModelState:
     eviction_override: EvictionPolicy | None = None
     priority_override: int | None = None
     displaced_by: str | None = None  # evicted by a swap: restore when that model idles
+    home: Placement | None = None  # moved to the CPU by pressure: where it goes back to
+    return_after: float | None = None  # not before this time
+    return_wait_s: float = 0.0  # the wait before the last return (doubles when it flaps)
+    returned_at: float | None = None  # when it last went back to the GPU
 
     @property
     def name(self) -> str:
@@ -81,8 +85,14 @@ class ModelState:
         """A process exists (or is being made or stopped): never start another."""
         return self.device in LIVE
 
-    def replace(self, **changes: object) -> ModelState:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    @property
+    def held_vram_mib(self) -> float:
+        """What it holds on the GPU: the measured figure, the estimate where none is known."""
+        if not self.live:
+            return 0.0
+        if self.vram_mib is not None:
+            return self.vram_mib
+        return 0.0 if self.device == "cpu" else self.vram_est_mib
 
 
 def initial_state(config: ModelConfig) -> ModelState:

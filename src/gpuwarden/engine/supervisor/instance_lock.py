@@ -29,8 +29,8 @@ class AlreadyRunning(RuntimeError):
         self.path = path
         who = f" (pid {pid})" if pid is not None else ""
         super().__init__(
-            f"gpuwarden is already running{who}; use its window or tray icon, or stop it "
-            f"first (lock file: {path})"
+            f"gpuwarden is already running{who}; use its window, or stop it first (a headless "
+            f"one: Ctrl+C or SIGTERM; lock file: {path})"
         )
 
 

@@ -144,12 +144,35 @@ class LlamaServerBackend:
     def poll(self, now: float) -> None:
         return None  # threads watch the servers; nothing is driven by the sample clock
 
+    def next_due(self) -> float | None:
+        return None
+
+    def set_binary(self, binary: Path | None) -> None:
+        """The program for later launches (the config's ``llama_server`` changed)."""
+        self._binary = binary
+
     # -- for tests and the UI --------------------------------------------------------------
 
     def pid(self, model: str) -> int | None:
         with self._lock:
             server = self._servers.get(model)
         return server.proc.pid if server and server.proc else None
+
+    def pids(self, model: str) -> tuple[int, ...]:
+        """The pid of ``model``'s server and of its live descendants (whose VRAM is the
+        model's too, in NVML's per-process list); () when it does not run. Never raises:
+        when the children cannot be read, just the server's pid."""
+        with self._lock:
+            server = self._servers.get(model)
+        proc = server.proc if server is not None else None
+        if proc is None or not proc.alive:
+            return ()
+        pid = proc.pid
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+            return (pid, *(c.pid for c in children if c.is_running()))
+        except (psutil.Error, OSError):
+            return (pid,)
 
     def endpoint(self, model: str) -> tuple[int, str] | None:
         """(port, API key) of a model's server, for the UI's own requests."""

@@ -22,7 +22,7 @@ import psutil
 import pynvml
 
 from gpuwarden.engine.events import Event, GpuLost, GpuRecovered, GpuUnavailable
-from gpuwarden.engine.telemetry.probe import GpuReading
+from gpuwarden.engine.telemetry.probe import GpuReading, ProcessLists
 from gpuwarden.engine.telemetry.snapshot import GpuProcess, GpuSample, GpuSource
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,9 @@ class NvmlProbe:
             events += self._driver_gone(now, str(exc))
             return self._offline(events)
         return GpuReading(gpus=gpus, events=tuple(events))
+
+    def process_lists(self) -> ProcessLists:
+        return {gpu.index: self._processes(gpu) for gpu in list(self._gpus) if not gpu.lost}
 
     def close(self) -> None:
         if self._initialised:

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gpuwarden.engine.events import Event
-from gpuwarden.engine.telemetry.snapshot import GpuSample, GpuSource, HostSample
+from gpuwarden.engine.telemetry.snapshot import GpuProcess, GpuSample, GpuSource, HostSample
+
+# Per GPU index, the processes on it and what each holds; None: not reported.
+ProcessLists = dict[int, tuple[GpuProcess, ...] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,11 @@ class GpuProbe(Protocol):
         trouble becomes fields set to None, GPUs marked unavailable, and events."""
         ...
 
+    def process_lists(self) -> ProcessLists:
+        """Read the per-process lists now (not cached), for measuring a model that just
+        became ready. May be called from another thread than :meth:`sample`."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -54,6 +62,9 @@ class NoGpuProbe:
 
     def sample(self, now: float) -> GpuReading:
         return GpuReading(gpus=(), note=self._note)
+
+    def process_lists(self) -> ProcessLists:
+        return {}
 
     def close(self) -> None:
         return None

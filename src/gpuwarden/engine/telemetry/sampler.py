@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from gpuwarden.engine.clock import Clock, SystemClock
 from gpuwarden.engine.events import EventBus, ProbeError
 from gpuwarden.engine.telemetry.history import DEFAULT_HISTORY_S, History, capacity_for
 from gpuwarden.engine.telemetry.probe import GpuProbe, GpuReading, HostProbe
-from gpuwarden.engine.telemetry.snapshot import HostSample, Snapshot
+from gpuwarden.engine.telemetry.snapshot import GpuSample, HostSample, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -123,22 +122,17 @@ class Sampler:
             self._failing.add(probe)
             self.bus.publish(ProbeError(probe=probe, message=f"{type(exc).__name__}: {exc}"))
 
-    def run(self, stop: threading.Event, ticks: int | None = None) -> None:
-        """Tick at a fixed rate until ``stop`` is set (or ``ticks`` ticks ran).
-
-        Deadlines are absolute so the rate does not drift by the time a tick takes.
-        """
-        deadline = self.clock.monotonic()
-        done = 0
-        while not stop.is_set() and (ticks is None or done < ticks):
-            self.tick()
-            done += 1
-            deadline += self.interval_s
-            delay = deadline - self.clock.monotonic()
-            if delay < 0:  # we fell behind (suspend, slow probe): start afresh
-                deadline = self.clock.monotonic()
-                delay = 0.0
-            stop.wait(delay)
+    def read_processes(self) -> Snapshot:
+        """A snapshot of only the GPUs' process lists, read now (any thread): what a
+        model's processes hold the moment it becomes ready."""
+        try:
+            lists = self._gpu_probe.process_lists()
+        except Exception:  # a probe bug must not take a model's readiness down
+            log.exception("reading the GPU process lists failed")
+            lists = {}
+        gpus = tuple(GpuSample(index, "", "", processes=procs) for index, procs in lists.items())
+        return Snapshot(ts=self.clock.time(), seq=0, gpu_source=self._gpu_probe.source,
+                        gpus=gpus, host=HostSample())
 
     def close(self) -> None:
         self._gpu_probe.close()

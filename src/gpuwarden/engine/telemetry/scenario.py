@@ -31,12 +31,14 @@ from gpuwarden.engine.tomlcheck import (
 
 __all__ = [
     "MAX_GPUS",
+    "MODEL_FIELDS",
     "PROFILE_FIELDS",
     "STEP_KEYS",
     "SWITCHABLE_FIELDS",
     "FieldSpec",
     "Scenario",
     "ScenarioError",
+    "SimulatedModel",
     "Step",
     "StepCursor",
     "action_fields",
@@ -109,6 +111,25 @@ PROFILE_FIELDS: Mapping[str, FieldSpec] = MappingProxyType(
     }
 )
 
+# ``[[simulation.model]]``: how a simulated model behaves, by the name in the config.
+MODEL_FIELDS: Mapping[str, FieldSpec] = MappingProxyType(
+    {
+        "name": text(),
+        "vram_scale": number(positive=True, default=1.0),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedModel:
+    """A ``[[simulation.model]]`` table: the model ``name`` (as in the config) books
+    ``vram_scale`` times the VRAM its config says (``vram_mib``), so that what it really
+    holds differs from the estimate. ``line`` is its header line."""
+
+    name: str
+    vram_scale: float = 1.0
+    line: int | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -145,6 +166,15 @@ class Scenario:
     profiles: tuple[Mapping[str, object], ...] = ()  # per-GPU overrides, index order
     steps: tuple[Step, ...] = ()
     source: str = "<scenario>"
+    models: tuple[SimulatedModel, ...] = ()  # [[simulation.model]], names unique
+
+    def model(self, name: str) -> SimulatedModel | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def vram_scale(self, name: str) -> float:
+        """How many times its configured VRAM the model ``name`` books (1 by default)."""
+        found = self.model(name)
+        return found.vram_scale if found is not None else 1.0
 
 
 class StepCursor:
@@ -185,13 +215,15 @@ class _Parser:
         sim_line = self.doc.header("simulation")
         sim = self.doc.table(data.get("simulation", {}), "[simulation]", sim_line)
         gpus, seed, profiles = self.simulation(sim)
+        models = self.models(sim)
         raw_steps = self.doc.array(data.get("step", []), "step")
         steps = [self.step(i, raw, gpus) for i, raw in enumerate(raw_steps)]
         steps.sort(key=lambda s: s.at)
-        return Scenario(gpus, seed, tuple(profiles), tuple(steps), self.doc.source)
+        return Scenario(gpus, seed, tuple(profiles), tuple(steps), self.doc.source,
+                        tuple(models))
 
     def simulation(self, sim: Table) -> tuple[int, int, list[Mapping[str, object]]]:
-        self.doc.check_keys(sim, ("gpus", "seed", "gpu"))
+        self.doc.check_keys(sim, ("gpus", "seed", "gpu", "model"))
         raw = self.doc.array(sim.values.get("gpu", []), "simulation.gpu")
         profiles = [self.profile(i, p) for i, p in enumerate(raw)]
         gpus = self.doc.value(sim, "gpus", integer(1, MAX_GPUS, default=max(1, len(profiles))))
@@ -210,6 +242,32 @@ class _Parser:
         self.doc.check_order(table, ("idle_power_w", "power_limit_w"))
         self.doc.check_order(table, ("slowdown_c", "shutdown_c"))
         return MappingProxyType(values)
+
+    def models(self, sim: Table) -> list[SimulatedModel]:
+        try:
+            raw = self.doc.array(sim.values.get("model", []), "simulation.model")
+        except ScenarioError as exc:  # ``model = 3`` under [simulation]: point at its line
+            line = exc.line or self.doc.key_line(sim.line, "model")
+            raise self.doc.fail(line, exc.field, exc.message) from None
+        models: list[SimulatedModel] = []
+        for index, entry in enumerate(raw):
+            model = self.model(index, entry)
+            earlier = next((n for n, m in enumerate(models) if m.name == model.name), None)
+            if earlier is not None:
+                msg = (f"[[simulation.model]] {index + 1}: model {model.name!r} is already "
+                       f"described by [[simulation.model]] {earlier + 1}")
+                raise self.doc.fail(self.doc.key_line(model.line, "name"), "name", msg)
+            models.append(model)
+        return models
+
+    def model(self, index: int, raw: object) -> SimulatedModel:
+        line = self.doc.header("simulation.model", index)
+        table = self.doc.table(raw, f"[[simulation.model]] {index + 1}", line)
+        self.doc.check_keys(table, tuple(MODEL_FIELDS))
+        name = self.doc.value(table, "name", MODEL_FIELDS["name"])
+        scale = self.doc.value(table, "vram_scale", MODEL_FIELDS["vram_scale"])
+        assert isinstance(name, str) and isinstance(scale, int | float)  # checked by the specs
+        return SimulatedModel(name, float(scale), line)
 
     def step(self, index: int, raw: object, gpus: int) -> Step:
         table = self.doc.table(raw, f"step {index + 1}", self.doc.header("step", index))

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gpuwarden.engine.events import Event, GpuLost, GpuRecovered, ScenarioStep
-from gpuwarden.engine.telemetry.probe import GpuReading
+from gpuwarden.engine.telemetry.probe import GpuReading, ProcessLists
 from gpuwarden.engine.telemetry.scenario import (
     MAX_GPUS,
     SWITCHABLE_FIELDS,
@@ -129,15 +129,21 @@ class SimulatedGpu:
     def memory_free_mib(self) -> float:
         return self.profile.memory_total_mib - self.memory_used_mib
 
-    def allocate(self, owner: str, mib: float) -> None:
+    def allocate(self, owner: str, mib: float, pid: int | None = None) -> None:
         """Book ``mib`` for ``owner``, replacing its earlier booking; raises
-        :class:`SimulatedOutOfMemory` (changing nothing) when it does not fit."""
+        :class:`SimulatedOutOfMemory` (changing nothing) when it does not fit. ``pid``: the
+        pid the owner's process shows with from now on (the caller's fake process, so
+        it can find its memory by pid); without it the GPU keeps the owner's own fake pid."""
         if not mib > 0:
             raise ValueError(f"allocation must be positive, got {mib}")
+        if pid is not None and (isinstance(pid, bool) or pid <= 0):
+            raise ValueError(f"pid must be a positive integer, got {pid!r}")
         free = self.memory_free_mib + self._allocs.get(owner, 0.0)
         if mib > free:
             raise SimulatedOutOfMemory(self.index, owner, mib, free)
         self._allocs[owner] = float(mib)
+        if pid is not None:
+            self._pids[f"alloc:{owner}"] = pid
         self._pid(f"alloc:{owner}")
 
     def release(self, owner: str) -> float:
@@ -276,13 +282,19 @@ class SimulatedGpu:
         span = max(self.profile.slowdown_c - THROTTLE_HYSTERESIS_C - 40.0, 1.0)
         return _clip(30.0 + 70.0 * (self._temp - 40.0) / span, 30.0, 100.0)
 
+    def processes(self) -> tuple[GpuProcess, ...] | None:
+        """What each owner holds now, as NVML's process list (None: lost, or the
+        scenario made the list unsupported)."""
+        return None if self._lost or "processes" in self._unsupported else self._processes()
+
     def _processes(self) -> tuple[GpuProcess, ...]:
         booked = [(f"alloc:{o}", o, m) for o, m in self._allocs.items()]
         booked += [(f"external:{o}", o, m) for o, m in self._external.items()]
         return tuple(GpuProcess(self._pid(key), name, mib, "compute") for key, name, mib in booked)
 
     def _pid(self, key: str) -> int:
-        """A fake pid, the same for an owner for the life of this GPU."""
+        """A fake pid, the same for an owner for the life of this GPU (unless
+        :meth:`allocate` is told another)."""
         return self._pids.setdefault(key, 4000 + 1000 * self.index + len(self._pids))
 
 
@@ -365,6 +377,9 @@ class SimulatedProbe:
         samples = tuple(gpu.sample() for gpu in self._gpus)
         events.extend(self._transitions(samples))
         return GpuReading(gpus=samples, events=tuple(events), note=SIM_NOTE)
+
+    def process_lists(self) -> ProcessLists:
+        return {g.index: g.processes() for g in self._gpus}
 
     def _transitions(self, samples: tuple[GpuSample, ...]) -> list[Event]:
         events: list[Event] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -140,6 +140,36 @@ class HistoryFrame:
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
+
+
+def measured_vram_mib(
+    snap: Snapshot | None, pids: Collection[int], gpu: int | None = None
+) -> float | None:
+    """What the processes ``pids`` hold in VRAM, by the driver's per-process list: the sum
+    over the available GPUs (or only GPU ``gpu``). None when there is no snapshot or no GPU
+    considered reports a process list; 0.0 when the lists are known but hold none of the
+    pids. A process whose memory is not reported counts 0.
+
+    This, not the file-size estimate, is what a loaded model holds: pass the pids of its
+    process and children (``backend.pids(model)``)."""
+    if snap is None:
+        return None
+    wanted = frozenset(pids)
+    total: float | None = None
+    for sample in snap.gpus:
+        if (gpu is not None and sample.index != gpu) or not sample.available:
+            continue
+        if sample.processes is None:
+            continue
+        total = (total or 0.0) + sum(
+            _known_mib(p.used_memory_mib) for p in sample.processes if p.pid in wanted
+        )
+    return total
+
+
+def _known_mib(value: float | None) -> float:
+    """A process's memory, 0 when not reported (None, NaN)."""
+    return value if value is not None and math.isfinite(value) else 0.0
 
 
 def gpu_key(index: int, field_name: str) -> str:

@@ -1,0 +1,347 @@
+"""The engine's one face: telemetry, the lifecycle manager, the backends, the journal,
+the persisted hints and the config file, behind one object.
+
+The window (through its bridge), `gpuwarden headless` and any later front end hold an
+:class:`Engine` and nothing else: commands in (each answers done, or refused and why, and
+never raises for a user's mistake), immutable views and events out, and one
+:meth:`Engine.step` that every driver calls and that says when it wants to be called
+again. Something that happens between two steps and brings a deadline forward (a
+process dies and its restart is scheduled) calls the driver's waker at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpuwarden.engine.clock import Clock, SystemClock
+from gpuwarden.engine.config_watch import ConfigWatcher
+from gpuwarden.engine.events import (
+    ConfigProblemFound,
+    ConfigReloaded,
+    Event,
+    EventBus,
+    Listener,
+    StorageError,
+)
+from gpuwarden.engine.journal import Journal, default_journal_path
+from gpuwarden.engine.lifecycle.backend import (
+    ActivityCallback,
+    Backend,
+    ExitCallback,
+    Launch,
+    ReadyCallback,
+)
+from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy, load_config
+from gpuwarden.engine.lifecycle.config_diff import describe, diff_configs
+from gpuwarden.engine.lifecycle.core import AdminResult
+from gpuwarden.engine.lifecycle.hints import HintStore, default_hints_path
+from gpuwarden.engine.lifecycle.manager import LifecycleManager
+from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
+from gpuwarden.engine.paths import data_dir
+from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
+from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
+from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, gpu_layers_of
+from gpuwarden.engine.supervisor.registry import (
+    ServerRecord,
+    ServerRegistry,
+    default_registry_path,
+)
+from gpuwarden.engine.telemetry.sampler import Sampler
+from gpuwarden.engine.telemetry.scenario import Scenario, StepCursor
+from gpuwarden.engine.telemetry.simulated import SimulatedProbe
+from gpuwarden.engine.telemetry.simulated_ram import HostWithSimulatedRam, SimulatedRam
+from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot, measured_vram_mib
+from gpuwarden.engine.views import ModelRow, model_row
+
+log = logging.getLogger(__name__)
+
+MIN_WAIT_S = 0.001  # a step never asks to be called again sooner than this
+GIB = 1024.0
+
+
+@dataclass(frozen=True)
+class ServicePaths:
+    journal: Path | None
+    hints: Path | None
+    logs: Path | None = None  # model server logs; None: <data folder>/logs
+    registry: Path | None = None  # servers we started, for adoption; None: none kept
+
+
+def _configured_llama_server() -> Path | None:
+    value = os.environ.get("GPUWARDEN_LLAMA_SERVER")
+    return Path(value) if value else None
+
+
+def default_service_paths() -> ServicePaths:
+    return ServicePaths(journal=default_journal_path(), hints=default_hints_path(),
+                        registry=default_registry_path())
+
+
+class Engine:
+    """Build it with :meth:`build` (from options) or hand it a sampler (tests, scripts).
+    ``config_path``: the file to watch and re-read (None: nothing to watch)."""
+
+    def __init__(self, config: Config, sampler: Sampler, paths: ServicePaths,
+                 problems: Iterable[object] = (), config_path: Path | None = None) -> None:
+        self._sampler = sampler
+        self._clock = sampler.clock
+        self._bus = sampler.bus
+        self._config_path = config_path
+        self._journal = Journal(paths.journal) if paths.journal is not None else None
+        self._journal_failing = False
+        if self._journal is not None:
+            self._bus.subscribe(self._journal_write)
+        self._simulated_ram = SimulatedRam()
+        if self._simulated_probe() is not None:  # --simulate: CPU models book RAM too
+            sampler.replace_host_probe(HostWithSimulatedRam(sampler.host_probe,
+                                                            self._simulated_ram))
+        self._simulated_backend = SimulatedBackend(self._simulated_probe(), self._clock,
+                                                   self._simulated_ram)
+        self._registry = ServerRegistry(paths.registry) if paths.registry is not None else None
+        self.startup_problems = [str(p) for p in
+                                 (self._registry.load() if self._registry is not None else [])]
+        logs = paths.logs or data_dir() / "logs"
+        self._llama_server = LlamaServerBackend(logs, binary=_llama_binary(config),
+                                                registry=self._registry)
+        backends: dict[str, Backend] = {"simulated": self._simulated_backend,
+                                        "llama-server": self._llama_server,
+                                        "llama-cpp": LlamaCppPythonBackend(logs)}
+        self._hints = HintStore(paths.hints, self._clock) if paths.hints is not None else None
+        self.startup_problems += [str(p) for p in
+                                  (self._hints.load() if self._hints is not None else [])]
+        self._manager = LifecycleManager(config, backends, bus=self._bus, clock=self._clock,
+                                         hints=self._hints, measure=self._measure)
+        self._manager.set_waker(self._wake)
+        self._sampler.subscribe(self._manager.on_snapshot)
+        sim = self._simulated_probe()
+        scenario: Scenario | None = sim.scenario if sim is not None else None
+        self._crashes = StepCursor(scenario.steps if scenario else (), actions=("crash",))
+        self._started = self._clock.monotonic()
+        self._next_sample = self._started
+        self._waker: Callable[[], None] = _nothing
+        self._reload_wanted = threading.Event()
+        self._watcher: ConfigWatcher | None = None
+        for problem in (*problems, *self.startup_problems):
+            self._bus.publish(ConfigProblemFound(message=str(problem)))
+
+    @classmethod
+    def build(cls, config: Config, telemetry: TelemetryOptions, paths: ServicePaths, *,
+              clock: Clock | None = None, problems: Iterable[object] = (),
+              config_path: Path | None = None) -> Engine:
+        clock = clock or SystemClock()
+        sampler = build_sampler(telemetry, bus=EventBus(clock=clock), clock=clock)
+        return cls(config, sampler, paths, problems, config_path)
+
+    # -- driving ---------------------------------------------------------------------
+
+    def set_waker(self, wake: Callable[[], None]) -> None:
+        """The driver's way to be woken early, callable from any thread."""
+        self._waker = wake
+
+    def _wake(self) -> None:
+        self._waker()
+
+    def start(self, watch_config: bool = True) -> None:
+        """On the driver's thread: adopt servers left running, take a first sample (so
+        autostart loads know what fits), autostart, and watch the config file."""
+        self._adopt_running_servers()
+        self._sample(self._clock.monotonic())
+        self._manager.autostart()
+        if watch_config and self._config_path is not None:
+            self._watcher = ConfigWatcher(self._config_path, self.request_reload)
+            self._watcher.start()
+
+    def step(self, now: float | None = None) -> float:
+        """Do what is due (a sample, restarts, time-outs, a config reload) and return the
+        seconds until the next call is wanted. ``now``: monotonic seconds."""
+        now = self._clock.monotonic() if now is None else now
+        if self._reload_wanted.is_set():
+            self._reload_wanted.clear()
+            self.reload_config()
+        if now >= self._next_sample:
+            self._sample(now)
+        self._manager.tick()
+        return self._until_next(now)
+
+    def _sample(self, now: float) -> None:
+        self._sampler.tick()
+        interval = self._sampler.interval_s
+        self._next_sample = max(self._next_sample + interval, now + MIN_WAIT_S)
+        if self._next_sample - now > interval:  # fell behind (suspend, slow probe)
+            self._next_sample = now + interval
+        for step in self._crashes.due(now - self._started):
+            self._simulated_backend.crash(step.text("model"), int(step.number("exit_code")))
+
+    def _until_next(self, now: float) -> float:
+        wait = self._next_sample - now
+        deadline = self._manager.next_deadline()  # wall clock
+        if deadline is not None:
+            wait = min(wait, deadline - self._clock.time())
+        return max(MIN_WAIT_S, wait)
+
+    @property
+    def interval_s(self) -> float:
+        return self._sampler.interval_s
+
+    def close(self, leave_running: bool = False) -> None:
+        """Stop every model cleanly (or leave the servers running for the next gpuwarden to
+        adopt), save the hints, close the journal and the probes."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        if leave_running:
+            self._llama_server.detach()
+            self._manager.save_hints()
+        else:
+            self._manager.shutdown()
+            self._llama_server.wait_stopped()
+        self._sampler.close()
+        if self._journal is not None:
+            self._journal.close()
+
+    # -- commands ----------------------------------------------------------------------
+
+    def load(self, name: str) -> AdminResult:
+        return self._manager.load(name)
+
+    def unload(self, name: str) -> AdminResult:
+        return self._manager.unload(name)
+
+    def offload(self, name: str) -> AdminResult:
+        return self._manager.offload(name)
+
+    def restart(self, name: str) -> AdminResult:
+        return self._manager.restart(name)
+
+    def set_policy(self, name: str, eviction: EvictionPolicy | None) -> AdminResult:
+        return self._manager.set_policy(name, eviction)
+
+    def set_priority(self, name: str, priority: int | None) -> AdminResult:
+        return self._manager.set_priority(name, priority)
+
+    def pin(self, name: str) -> AdminResult:
+        return self._manager.pin(name)
+
+    def unpin(self, name: str) -> AdminResult:
+        return self._manager.unpin(name)
+
+    def make_room(self, gpu: int, gib: float | None) -> AdminResult:
+        """Free ``gib`` GiB of VRAM on ``gpu`` now (None: all but pinned models)."""
+        if gib is not None and not gib > 0:
+            return AdminResult(False, f"the room to make must be more than 0 GiB, got {gib}")
+        return self._manager.make_room(gpu, None if gib is None else gib * GIB)
+
+    def notify_access(self, name: str) -> None:
+        self._manager.notify_access(name)
+
+    def request_reload(self) -> None:
+        """Re-read the config file at the next step (from any thread)."""
+        self._reload_wanted.set()
+        self._wake()
+
+    def reload_config(self) -> AdminResult:
+        """Re-read the config file now and apply what changed; a broken edit changes
+        nothing that runs."""
+        path = self._config_path
+        if path is None:
+            return AdminResult(False, "gpuwarden was started without a config file")
+        new, problems = load_config(path)
+        diff = diff_configs(self._manager.config, new, problems)
+        for problem in problems:
+            self._bus.publish(ConfigProblemFound(message=str(problem)))
+        message = diff.unusable or describe(diff)
+        if diff.unusable is None:
+            self._manager.reconfigure(diff)
+            if "llama_server" in diff.settings_changed:
+                self._llama_server.set_binary(_llama_binary(diff.config))
+        self._bus.publish(ConfigReloaded(path=str(path),
+                                         added=tuple(m.name for m in diff.added),
+                                         removed=diff.removed,
+                                         changed=tuple(m.name for m in diff.changed),
+                                         settings=diff.settings_changed, message=message))
+        return AdminResult(diff.unusable is None, message)
+
+    def use_simulated(self, count: int = 1) -> None:
+        """Switch the GPU source to simulated GPUs (the no-driver banner's button)."""
+        probe = SimulatedProbe(count=count)
+        self._sampler.replace_gpu_probe(probe)
+        self._simulated_backend.attach(probe)
+        if not isinstance(self._sampler.host_probe, HostWithSimulatedRam):
+            self._sampler.replace_host_probe(HostWithSimulatedRam(self._sampler.host_probe,
+                                                                  self._simulated_ram))
+        self._next_sample = self._clock.monotonic()
+
+    # -- views -------------------------------------------------------------------------
+
+    def models(self) -> tuple[ModelRow, ...]:
+        """One row per configured model, in config order."""
+        now = self._clock.time()
+        return tuple(model_row(s, now, self._manager.pids(s.name))
+                     for s in self._manager.states().values())
+
+    def model(self, name: str) -> ModelRow | None:
+        return next((row for row in self.models() if row.name == name), None)
+
+    def snapshot(self) -> Snapshot | None:
+        return self._sampler.last
+
+    def history(self, since: float | None = None) -> HistoryFrame:
+        return self._sampler.history.frame(since=since)
+
+    def events_since(self, seq: int = 0) -> list[Event]:
+        """The kept events after ``seq`` (0: all kept), oldest first."""
+        return self._bus.since(seq)
+
+    def subscribe(self, listener: Listener) -> None:
+        """``listener`` gets every event, in ``seq`` order, never while the engine's lock
+        is held (it may be called from a backend's thread)."""
+        self._bus.subscribe(listener)
+
+    # -- inside ------------------------------------------------------------------------
+
+    def _adopt_running_servers(self) -> list[str]:
+        """Take over llama-servers an earlier gpuwarden left running (same binary and
+        command line, /health answers) instead of launching second copies."""
+        adopted = []
+        for record in self._llama_server.adoptable():
+            model = self._manager.config.model(record.model)
+            if model is None or model.backend != "llama-server":
+                continue
+
+            def attach(launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback,
+                       on_activity: ActivityCallback, record: ServerRecord = record) -> None:
+                self._llama_server.adopt(record, launch, on_ready, on_exit, on_activity)
+
+            if self._manager.adopt(record.model, gpu_layers_of(record.cmdline), attach):
+                adopted.append(record.model)
+        return adopted
+
+    def _simulated_probe(self) -> SimulatedProbe | None:
+        probe = self._sampler.gpu_probe
+        return probe if isinstance(probe, SimulatedProbe) else None
+
+    def _measure(self, pids: Collection[int]) -> float | None:
+        """VRAM these processes hold right now, from the GPU probe's own process lists."""
+        return measured_vram_mib(self._sampler.read_processes(), pids)
+
+    def _journal_write(self, event: Event) -> None:
+        assert self._journal is not None
+        if self._journal.write(event) or isinstance(event, StorageError):
+            self._journal_failing = False
+            return
+        if not self._journal_failing:
+            self._journal_failing = True
+            self._bus.publish(StorageError(path=str(self._journal.path),
+                                           message=self._journal.last_error or "write failed"))
+
+
+def _llama_binary(config: Config) -> Path | None:
+    return config.llama_server or _configured_llama_server()
+
+
+def _nothing() -> None:
+    return None
