@@ -49,7 +49,7 @@ class _EngineWorker(QObject):
 
     snapshot = Signal(object)
     frame = Signal(object)
-    event = Signal(object)
+    engine_event = Signal(object)  # not `event`: that would shadow QObject.event()
     models = Signal(object)  # tuple[ModelRow, ...]
     command_done = Signal(int, object)  # (command id, AdminResult)
     _woken = Signal()
@@ -63,7 +63,7 @@ class _EngineWorker(QObject):
         self._last_seq = -1
         self._rows: tuple[ModelRow, ...] | None = None
         self._before = engine.events_since(0)  # what happened before the window opened
-        engine.subscribe(self.event.emit)
+        engine.subscribe(self.engine_event.emit)
         self._woken.connect(self._step, Qt.ConnectionType.QueuedConnection)
 
     @Slot()
@@ -73,7 +73,7 @@ class _EngineWorker(QObject):
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.timeout.connect(self._step)
         for event in self._before:
-            self.event.emit(event)
+            self.engine_event.emit(event)
         self._engine.set_waker(self._woken.emit)
         self._engine.start()  # adoption, a first sample, autostart
         self._step()
@@ -149,7 +149,7 @@ class EngineBridge(QObject):
         self._thread.started.connect(self._worker.start)
         self._worker.snapshot.connect(self._on_snapshot)
         self._worker.frame.connect(self._on_frame)
-        self._worker.event.connect(self._on_event)
+        self._worker.engine_event.connect(self._on_event)
         self._worker.models.connect(self._on_models)
         self._worker.command_done.connect(self._on_command_done)
         self._window_requested.connect(self._worker.set_window)

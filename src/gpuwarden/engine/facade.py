@@ -37,7 +37,7 @@ from gpuwarden.engine.lifecycle.backend import (
     ReadyCallback,
 )
 from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy, load_config
-from gpuwarden.engine.lifecycle.config_diff import describe, diff_configs
+from gpuwarden.engine.lifecycle.config_diff import ConfigDiff, describe, diff_configs
 from gpuwarden.engine.lifecycle.core import AdminResult
 from gpuwarden.engine.lifecycle.hints import HintStore, default_hints_path
 from gpuwarden.engine.lifecycle.manager import LifecycleManager
@@ -251,9 +251,11 @@ class Engine:
             return AdminResult(False, "gpuwarden was started without a config file")
         new, problems = load_config(path)
         diff = diff_configs(self._manager.config, new, problems)
+        if diff.unusable is None and not new.models and _blank(path):  # a save half done
+            diff = ConfigDiff((), (), (), (), (), self._manager.config, f"{path} is empty")
         for problem in problems:
             self._bus.publish(ConfigProblemFound(message=str(problem)))
-        message = diff.unusable or describe(diff)
+        message = describe(diff)
         if diff.unusable is None:
             self._manager.reconfigure(diff)
             if "llama_server" in diff.settings_changed:
@@ -345,3 +347,11 @@ def _llama_binary(config: Config) -> Path | None:
 
 def _nothing() -> None:
     return None
+
+
+def _blank(path: Path) -> bool:
+    """An empty file: an editor between truncating and writing, not "remove every model"."""
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False

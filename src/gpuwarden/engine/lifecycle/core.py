@@ -306,12 +306,12 @@ class ManagerCore:
             kind = crash.classify(report)
             self._put(replace(s, device="unloaded", vram_mib=None, vram_est_mib=0.0,
                               ram_mib=0.0, in_use=0, serving=False))
-            if report.model in self._dropping:
-                self._drop(report.model)
-            elif kind is None:
+            if kind is None:
                 self._after_clean_exit(s, stop or Stopping("exited"))
             else:
                 self._after_crash(self._states[report.model], kind, report)
+            if report.model in self._dropping:
+                self._drop(report.model)
             self._release_waiting()
             if report.model in self._states:
                 self._due(report.model, self._clock.time())

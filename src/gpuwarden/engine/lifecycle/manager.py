@@ -11,7 +11,7 @@ that carries them out is in ``core``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -285,6 +285,7 @@ class LifecycleManager(ManagerCore):
                     self._stop(name, Stopping("removed"))
                 else:
                     self._drop(name)
+            self._autostart(m.name for m in diff.added if m.autostart)
 
     def _reset_config(self, name: str, model_config: ModelConfig) -> None:
         s = self._states[name]
@@ -318,12 +319,16 @@ class LifecycleManager(ManagerCore):
 
     def autostart(self) -> None:
         with self._locked():
-            for s in list(self._states.values()):
-                if s.config.autostart and not s.live:
-                    result = self.load(s.name, "autostart")
-                    if not result.ok:
-                        log.warning("autostart of %s refused: %s", s.name, result.message)
-                        self._bus.publish(ModelRefused(model=s.name, message=result.message))
+            self._autostart(s.name for s in self._states.values() if s.config.autostart)
+
+    def _autostart(self, names: Iterable[str]) -> None:
+        for name in list(names):
+            if self._states[name].live:
+                continue
+            result = self.load(name, "autostart")
+            if not result.ok:
+                log.warning("autostart of %s refused: %s", name, result.message)
+                self._bus.publish(ModelRefused(model=name, message=result.message))
 
     def shutdown(self) -> None:
         """Stop every model (reason: shutdown); nothing is restarted afterwards."""

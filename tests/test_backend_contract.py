@@ -1,0 +1,220 @@
+"""One contract, every backend (in the style of Dangerzone's isolation-provider tests): the
+lifecycle manager relies on the same callbacks in the same order from each of them.
+
+:class:`BackendContract` holds the tests; each ``Test*`` subclass only knows how to make
+its backend and a model it can load, and says which parts of the contract cannot apply.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend_contract_rig import ContractRig
+from gguf_factory import write_tiny_llama
+from gpuwarden.engine.clock import FakeClock
+from gpuwarden.engine.lifecycle.config import ModelConfig
+from gpuwarden.engine.lifecycle.crash import classify
+from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
+from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
+from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
+from gpuwarden.engine.telemetry.simulated import SimulatedProbe
+from supervision_rig import FAST
+
+STANDIN = Path(__file__).with_name("standin_server.py")
+INSTANCE = 5
+NAME = "tiny"
+
+
+class BackendContract:
+    """The contract. Subclasses set the class attributes and implement :meth:`make`."""
+
+    # Why a part of the contract cannot be checked on this backend; None: it is checked.
+    no_activity: str | None = None
+    no_model_file: str | None = None
+
+    def make(self, tmp_path: Path) -> tuple[ContractRig, ModelConfig]:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def rig(self, tmp_path: Path):
+        rig, self.config = self.make(tmp_path)
+        yield rig
+        problems = rig.close()
+        assert not problems, problems
+        assert rig.backend.pids(NAME) == ()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def start_ready(self, rig: ContractRig, instance: int = INSTANCE, **changes: object):
+        config = self.config if not changes else _replace(self.config, **changes)
+        calls = rig.start(config, instance)
+        assert rig.wait(lambda: calls.settled), f"neither ready nor exit for #{instance}"
+        assert not calls.exits, f"exited instead of ready: {calls.exits}"
+        assert len(calls.ready) == 1
+        return calls
+
+    def stop_and_wait(self, rig: ContractRig, calls) -> None:
+        rig.backend.stop(calls.model, calls.instance)
+        assert rig.wait(lambda: bool(calls.exits)), "no on_exit after stop()"
+        rig.quiet()
+        assert len(calls.exits) == 1, f"more than one on_exit: {calls.exits}"
+
+    # -- the contract -------------------------------------------------------------------
+
+    def test_a_start_that_loads_is_ready_exactly_once(self, rig):
+        calls = self.start_ready(rig)
+        rig.quiet()
+        assert len(calls.ready) == 1 and calls.exits == []
+        assert calls.ready[0][0] == INSTANCE
+
+    def test_stop_gives_one_expected_exit(self, rig):
+        calls = self.start_ready(rig)
+        self.stop_and_wait(rig, calls)
+        report = calls.exits[0]
+        assert (report.model, report.instance) == (NAME, INSTANCE)
+        assert report.expected is True
+        assert classify(report) is None, report
+        assert len(calls.ready) == 1
+
+    def test_pids_while_running_and_none_after_the_exit(self, rig):
+        calls = self.start_ready(rig)
+        assert rig.backend.pids(NAME) != ()
+        self.stop_and_wait(rig, calls)
+        assert rig.backend.pids(NAME) == ()
+
+    @pytest.mark.parametrize("stale", [INSTANCE - 1, INSTANCE + 7], ids=["older", "never"])
+    def test_a_stop_for_another_instance_does_nothing(self, rig, stale):
+        calls = self.start_ready(rig)
+        pids = rig.backend.pids(NAME)
+        rig.backend.stop(NAME, stale)
+        rig.backend.stop("never-started", INSTANCE)
+        rig.quiet()
+        assert calls.exits == [], f"a stale stop ended the running instance: {calls.exits}"
+        assert rig.backend.pids(NAME) == pids != ()
+        self.stop_and_wait(rig, calls)  # the right instance still stops
+
+    def test_a_new_instance_after_an_exit_is_its_own(self, rig):
+        first = self.start_ready(rig)
+        self.stop_and_wait(rig, first)
+        second = self.start_ready(rig, INSTANCE + 1)
+        assert second.ready[0][0] == INSTANCE + 1
+        rig.backend.stop(NAME, INSTANCE)  # the old instance: no effect on the new one
+        rig.quiet()
+        assert second.exits == []
+        self.stop_and_wait(rig, second)
+        assert second.exits[0].instance == INSTANCE + 1 and second.exits[0].expected
+        assert len(first.exits) == 1 and len(first.ready) == 1
+        assert first.foreign() == [] and second.foreign() == []
+
+    def test_a_request_is_reported_as_activity(self, rig):
+        if self.no_activity:
+            pytest.skip(self.no_activity)
+        calls = self.start_ready(rig)
+        self.request(rig)
+        assert rig.wait(lambda: any(used for _, used, _ in calls.activity), 30), \
+            f"no on_activity(used=True) after a request; saw {calls.activity}"
+        assert all(i == INSTANCE for i, _, _ in calls.activity)
+
+    def request(self, rig: ContractRig) -> None:
+        raise NotImplementedError
+
+    def test_a_missing_model_file_is_one_failed_exit(self, rig, tmp_path):
+        if self.no_model_file:
+            pytest.skip(self.no_model_file)
+        calls = rig.start(_replace(self.config, path=tmp_path / "absent.gguf"), INSTANCE)
+        assert rig.wait(lambda: calls.settled), "nothing followed a start of a missing file"
+        rig.quiet()
+        assert calls.ready == []
+        assert len(calls.exits) == 1, calls.exits
+        assert classify(calls.exits[0]) in ("launch_failed", "load_error"), calls.exits[0]
+        assert calls.exits[0].instance == INSTANCE
+        assert rig.backend.pids(NAME) == ()
+
+
+def _replace(config: ModelConfig, **changes: object) -> ModelConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)  # type: ignore[arg-type]
+
+
+def _standin_exe(tmp_path: Path) -> Path:
+    exe = tmp_path / "llama-server"
+    exe.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = {str(STANDIN)!r}\n"
+                   f"runpy.run_path({str(STANDIN)!r}, run_name='__main__')\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def _spec(tmp_path: Path) -> Path:
+    path = tmp_path / "model.json"
+    path.write_text("{}")
+    return path
+
+
+class TestSimulated(BackendContract):
+    no_activity = "the simulated backend serves no requests: it never calls on_activity"
+    no_model_file = "the simulated backend loads no file (ModelConfig.path may be None)"
+
+    def make(self, tmp_path):
+        clock = FakeClock()
+        backend = SimulatedBackend(SimulatedProbe(count=1), clock)
+
+        def pump(seconds: float) -> None:
+            clock.advance(seconds)
+            backend.poll(clock.time())
+
+        return ContractRig(backend, pump), ModelConfig(NAME, "simulated", load_time_s=1.0)
+
+
+class TestLlamaServer(BackendContract):
+    """The real llama-server binary and a tiny real GGUF, on the CPU."""
+
+    @pytest.fixture(autouse=True)
+    def _binary(self, llama_server_bin: Path) -> None:
+        self.binary = llama_server_bin
+
+    def make(self, tmp_path):
+        backend = LlamaServerBackend(tmp_path / "logs", binary=self.binary, settings=FAST)
+        config = ModelConfig(NAME, "llama-server", path=write_tiny_llama(tmp_path / "t.gguf"),
+                             context_size=256, placement="cpu",
+                             args=("--threads", "1", "--parallel", "1"))
+        return ContractRig(backend), config
+
+    def request(self, rig):
+        port, key = rig.backend.endpoint(NAME)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("POST", "/completion", json.dumps({"prompt": "hi", "n_predict": 1}),
+                         {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+
+
+class TestLlamaServerStandin(BackendContract):
+    """llama-server's supervision against tests/standin_server.py."""
+
+    no_activity = ("the stand-in's /metrics has no request counters (only "
+                   "requests_processing 0), so no request can show as used")
+    backend_cls: type[LlamaServerBackend] = LlamaServerBackend
+    kind = "llama-server"
+
+    def make(self, tmp_path):
+        backend = self.backend_cls(tmp_path / "logs", binary=_standin_exe(tmp_path),
+                                   settings=FAST)
+        return ContractRig(backend), ModelConfig(NAME, self.kind, path=_spec(tmp_path),  # type: ignore[arg-type]
+                                                 placement="cpu")
+
+
+class TestLlamaCppPythonStandin(TestLlamaServerStandin):
+    """The llama-cpp-python server kind, its `python -m llama_cpp.server` argv handed to
+    the stand-in."""
+
+    no_activity = "the llama-cpp-python server has no request counters (metrics_path None)"
+    backend_cls = LlamaCppPythonBackend
+    kind = "llama-cpp"
