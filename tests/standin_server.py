@@ -37,13 +37,23 @@ def main(argv: list[str]) -> int:
     if spec.get("ignore_sigterm"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ready = not spec.get("never_ready")
+    served = [0]  # completions answered: the counter llama-server's /metrics shows
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path in ("/health", "/v1/models"):
                 self._reply(200 if ready else 503, b'{"status": "ok"}')
             elif self.path == "/metrics":
-                self._reply(200, b"llamacpp:requests_processing 0\\n")
+                self._reply(200, (f"llamacpp:tokens_predicted_total {served[0]}\n"
+                                  "llamacpp:requests_processing 0\n").encode())
+            else:
+                self._reply(404, b"{}")
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path == "/completion":
+                served[0] += 1
+                self._reply(200, b'{"content": ""}')
             else:
                 self._reply(404, b"{}")
 
