@@ -163,3 +163,22 @@ def test_theme_choice(qapp):
 
     assert pick_theme("dark") is DARK and pick_theme("light") is LIGHT
     assert pick_theme("auto") in (DARK, LIGHT)
+
+
+def test_commands_travel_to_the_engine_thread_and_answer_as_signals(qtbot, open_window):
+    from lifecycle_helpers import model
+
+    config = Config(models=(model("chat", vram_mib=6000.0, load_time_s=0.1),))
+    bridge, _ = open_window(simulated(1, config))
+    qtbot.waitUntil(lambda: bridge.rows != (), timeout=10_000)
+    assert [(r.name, r.state) for r in bridge.rows] == [("chat", "unloaded")]
+    with qtbot.waitSignal(bridge.command_finished, timeout=10_000) as answer:
+        sent = bridge.request("load", "chat")
+    assert answer.args[0] == sent and answer.args[1].ok
+    qtbot.waitUntil(lambda: bridge.rows[0].state == "ready", timeout=10_000)
+    assert bridge.rows[0].vram_mib == 6000.0
+    with qtbot.waitSignal(bridge.command_finished, timeout=10_000) as answer:
+        bridge.request("unload", "nope")
+    assert not answer.args[1].ok and "'nope'" in answer.args[1].message
+    with pytest.raises(ValueError, match="unknown engine command"):
+        bridge.request("format_disk")

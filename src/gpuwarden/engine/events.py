@@ -206,10 +206,14 @@ class EventBus:
 # -- models (lifecycle manager) ---------------------------------------------------------
 
 # Why a model was loaded, unloaded or moved to the CPU: the values events carry.
-LoadReason = Literal["user", "autostart", "restart", "restore", "swap", "offload", "adopted"]
+LoadReason = Literal["user", "autostart", "restart", "restore", "offload", "adopted"]
 UnloadReason = Literal["user", "idle", "pressure", "swap", "shutdown", "make_room", "removed",
                        "exited"]
 OffloadReason = Literal["pressure", "user", "make_room"]
+# How a model's process ended when gpuwarden did not ask it to.
+CrashKind = Literal["oom_killed", "gpu_oom", "crash", "hang", "startup_timeout", "load_error",
+                    "launch_failed"]
+PressureKind = Literal["vram", "ram", "cpu", "disk"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,7 +268,7 @@ class ModelOffloaded(Event):
 class ModelCrashed(Event):
     TYPE: ClassVar[str] = "model.crashed"
     model: str
-    kind: str  # oom_killed | gpu_oom | crash | hang | startup_timeout
+    kind: CrashKind
     exit_code: int | None = None
     signal: int | None = None
     log_tail: tuple[str, ...] = ()
@@ -315,7 +319,7 @@ class ModelRestartExhausted(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PressureRaised(Event):
     TYPE: ClassVar[str] = "pressure.raised"
-    kind: str  # vram | ram | cpu | disk
+    kind: PressureKind
     gpu: int | None
     value: float
     threshold: float
@@ -328,7 +332,7 @@ class PressureRaised(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PressureCleared(Event):
     TYPE: ClassVar[str] = "pressure.cleared"
-    kind: str
+    kind: PressureKind
     gpu: int | None
     value: float
     threshold: float
@@ -344,7 +348,7 @@ class PressureAlert(Event):
     level) to 1 (completely full): how hard a client should back off."""
 
     TYPE: ClassVar[str] = "pressure.alert"
-    kind: str
+    kind: PressureKind
     gpu: int | None
     value: float
     threshold: float

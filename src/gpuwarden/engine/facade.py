@@ -256,6 +256,8 @@ class Engine:
         for problem in problems:
             self._bus.publish(ConfigProblemFound(message=str(problem)))
         message = describe(diff)
+        if "sample_interval_s" in diff.settings_changed and diff.unusable is None:
+            message += " (the sample interval applies at the next start)"
         if diff.unusable is None:
             self._manager.reconfigure(diff)
             if "llama_server" in diff.settings_changed:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from gpuwarden.engine.clock import Clock
 from gpuwarden.engine.events import (
+    CrashKind,
     EventBus,
     LoadReason,
     ModelCrashed,
@@ -330,7 +331,7 @@ class ManagerCore:
                                             freed_vram_mib=before.held_vram_mib,
                                             freed_ram_mib=before.ram_mib))
 
-    def _after_crash(self, s: ModelState, kind: crash.CrashKind, report: crash.DeathReport) -> None:
+    def _after_crash(self, s: ModelState, kind: CrashKind, report: crash.DeathReport) -> None:
         now = self._clock.time()
         self._bus.publish(
             ModelCrashed(

@@ -8,13 +8,11 @@ from __future__ import annotations
 import re
 import signal as signals
 from dataclasses import dataclass
-from typing import Literal
 
+from gpuwarden.engine.events import CrashKind
 from gpuwarden.engine.lifecycle.config import Placement, RestartConfig
 from gpuwarden.engine.lifecycle.state import ModelState
 
-CrashKind = Literal["oom_killed", "gpu_oom", "crash", "hang", "startup_timeout", "load_error",
-                    "launch_failed"]
 # Restarting does not help these: the user must fix the model file or the installation.
 PERMANENT: frozenset[str] = frozenset({"load_error", "launch_failed"})
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
+from gpuwarden.engine.events import PressureKind
 from gpuwarden.engine.lifecycle.config import PressureConfig
 from gpuwarden.engine.telemetry.snapshot import Snapshot
-
-PressureKind = Literal["vram", "ram", "cpu", "disk"]
 
 
 @dataclass(frozen=True, order=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from gpuwarden.engine.events import CrashKind
 from gpuwarden.engine.lifecycle.config import EvictionPolicy, ModelConfig, Placement
 
 Device = Literal["unloaded", "loading", "gpu", "partial", "cpu", "stopping", "crashed"]
@@ -26,7 +27,7 @@ _PRIORITY_RANK: dict[str, int] = {"evictable": 0, "idle": 1, "warm": 2, "active"
 @dataclass(frozen=True)
 class CrashRecord:
     ts: float
-    kind: str
+    kind: CrashKind
     exit_code: int | None = None
     signal: int | None = None
 
