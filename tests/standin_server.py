@@ -17,6 +17,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
+def write_executable(folder: Path) -> Path:
+    """An executable named llama-server that runs this stand-in, for a backend's binary."""
+    exe = folder / "llama-server"
+    me = str(Path(__file__).resolve())
+    exe.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = {me!r}\n"
+                   f"runpy.run_path({me!r}, run_name='__main__')\n")
+    exe.chmod(0o755)
+    return exe
+
+
 def arg(argv: list[str], *names: str, default: str | None = None) -> str | None:
     for name in names:
         if name in argv[:-1]:

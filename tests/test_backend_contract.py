@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,9 @@ from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
 from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
 from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
+from standin_server import write_executable
 from supervision_rig import FAST
 
-STANDIN = Path(__file__).with_name("standin_server.py")
 INSTANCE = 5
 NAME = "tiny"
 
@@ -150,14 +149,6 @@ def _replace(config: ModelConfig, **changes: object) -> ModelConfig:
     return replace(config, **changes)  # type: ignore[arg-type]
 
 
-def _standin_exe(tmp_path: Path) -> Path:
-    exe = tmp_path / "llama-server"
-    exe.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = {str(STANDIN)!r}\n"
-                   f"runpy.run_path({str(STANDIN)!r}, run_name='__main__')\n")
-    exe.chmod(0o755)
-    return exe
-
-
 def _spec(tmp_path: Path) -> Path:
     path = tmp_path / "model.json"
     path.write_text("{}")
@@ -201,7 +192,7 @@ class TestLlamaServerStandin(BackendContract):
     kind = "llama-server"
 
     def make(self, tmp_path):
-        backend = self.backend_cls(tmp_path / "logs", binary=_standin_exe(tmp_path),
+        backend = self.backend_cls(tmp_path / "logs", binary=write_executable(tmp_path),
                                    settings=FAST)
         return ContractRig(backend), ModelConfig(NAME, self.kind, path=_spec(tmp_path),  # type: ignore[arg-type]
                                                  placement="cpu")

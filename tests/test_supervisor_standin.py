@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import psutil
@@ -15,19 +14,14 @@ import pytest
 from gpuwarden.engine.lifecycle.config import ModelConfig, RestartConfig
 from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
 from gpuwarden.engine.supervisor.oom import OomWatch
+from standin_server import write_executable
 from supervision_rig import FAST, SupervisionRig
-
-STANDIN = Path(__file__).with_name("standin_server.py")
 
 
 @pytest.fixture
 def standin(tmp_path: Path) -> Path:
     """An executable that llama-server's argv can be handed to."""
-    exe = tmp_path / "llama-server"
-    exe.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = {str(STANDIN)!r}\n"
-                   f"runpy.run_path({str(STANDIN)!r}, run_name='__main__')\n")
-    exe.chmod(0o755)
-    return exe
+    return write_executable(tmp_path)
 
 
 def spec_file(tmp_path: Path, **spec: object) -> Path:
