@@ -176,13 +176,23 @@ def test_global_settings_come_from_the_new_file() -> None:
     assert describe(diff) == "config reloaded: pressure, sample interval settings changed"
 
 
-def test_a_bad_global_setting_falls_back_to_its_default() -> None:
+def test_a_bad_global_setting_keeps_its_running_value() -> None:
     old = running(BASE.replace("sample_interval_s = 1", "sample_interval_s = 3"))
     new, problems = parse(BASE.replace("sample_interval_s = 1", "sample_interval_s = 99"))
     assert [p.field for p in problems] == ["sample_interval_s"]
     diff = diff_configs(old, new, problems)
-    assert diff.settings_changed == ("sample_interval_s",)
-    assert diff.config.sample_interval_s == Config.sample_interval_s
+    assert diff.settings_changed == ()
+    assert diff.config.sample_interval_s == 3
+    assert "sample_interval_s" in diff.kept
+
+
+def test_a_typo_in_pressure_keeps_the_running_thresholds() -> None:
+    old = running(BASE + "\n[pressure]\nvram_enter_pct = 98\nvram_clear_pct = 95\n")
+    new, problems = parse(BASE + '\n[pressure]\nvram_enter_pct = "98%"\nvram_clear_pct = 95\n')
+    assert problems  # the typo is reported ...
+    diff = diff_configs(old, new, problems)
+    assert diff.config.pressure == old.pressure  # ... and does not fall back to 90 %
+    assert diff.settings_changed == () and "[pressure]" in diff.kept
 
 
 def test_restart_and_llama_server_changes_are_named() -> None:

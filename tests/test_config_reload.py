@@ -155,3 +155,25 @@ def test_an_emptied_or_unreadable_config_changes_nothing(engine_with_file):
     engine.reload_config()
     drive(engine, clock, 1.0)
     assert [r.state for r in engine.models()] == ["ready", "ready"]
+
+
+def test_a_first_config_written_while_headless_runs_is_picked_up(tmp_path: Path):
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpuwarden", "headless", "--simulate", "--events", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = Lines(proc)
+    try:
+        folder = tmp_path / "config" / "gpuwarden"
+        deadline = time.monotonic() + 30
+        while not folder.is_dir() and time.monotonic() < deadline:
+            threading.Event().wait(0.05)  # the engine makes the folder as it starts
+        replace_file(folder / "config.toml", entry("first"))
+        assert lines.wait("config.reloaded")["added"] == ["first"]
+        lines.wait("model.ready", model="first")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        lines.drain()
+    assert proc.returncode == 0

@@ -184,3 +184,53 @@ def test_events_since_a_seq_resume_where_a_client_left_off():
     assert [e.seq for e in engine.events_since(middle)] == [
         e.seq for e in everything if e.seq > middle]
     engine.close()
+
+
+@pytest.mark.parametrize(("command", "args", "said"), [
+    ("set_policy", ("sometimes",), "eviction policy must be one of"),
+    ("set_priority", ("high",), "whole number"),
+    ("set_priority", (True,), "whole number"),
+])
+def test_bad_values_are_refused_before_they_reach_the_state(command, args, said):
+    engine, _, _ = engine_for(model("a"))
+    result = getattr(engine, command)("a", *args)
+    assert not result.ok and said in result.message
+    assert row(engine, "a").eviction == "idle" and row(engine, "a").priority == 0
+    engine.close()
+
+
+@pytest.mark.parametrize("gib", ["2", float("nan"), float("inf"), 0, True])
+def test_make_room_refuses_what_is_not_an_amount(gib):
+    engine, _, _ = engine_for(model("a"))
+    result = engine.make_room(0, gib)
+    assert not result.ok and "GiB above 0" in result.message
+    engine.close()
+
+
+def test_a_model_whose_processes_the_driver_does_not_list_counts_its_estimate():
+    engine, clock, _ = engine_for(model("a", vram_mib=3 * GIB, placement="gpu"),
+                                  model("b", vram_mib=3 * GIB, placement="gpu"))
+    engine._simulated_backend.pids = lambda _model: (999_999,)  # as in a container
+    for name in ("a", "b"):
+        engine.load(name)
+        drive(engine, clock, 40.0)
+    assert row(engine, "a").vram_mib is None and row(engine, "a").vram_est_mib == 3 * GIB
+    result = engine.make_room(0, 1.0)  # one is enough, by its estimate
+    assert result.ok and result.message == "moving a to the CPU: about 3072 MiB freed on GPU 0"
+    engine.close()
+
+
+def test_a_restart_while_the_old_process_stops_does_not_make_the_driver_spin(tmp_path):
+    engine, clock, _ = engine_for(model("a", placement="cpu"), interval_s=1.0)
+    engine._simulated_backend._stop_time_s = 2.0  # a server that takes its time to stop
+    engine.load("a")
+    drive(engine, clock, 1.0)
+    assert engine.restart("a").ok
+    waits = []
+    for _ in range(5):
+        waits.append(engine.step())
+        clock.advance(waits[-1])
+    assert min(waits) > 0.5  # woken by the stop or the next sample, never in a busy loop
+    drive(engine, clock, 3.0)
+    assert row(engine, "a").state == "ready"
+    engine.close()

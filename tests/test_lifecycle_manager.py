@@ -266,3 +266,24 @@ def test_a_model_for_a_gpu_that_does_not_exist_is_refused_or_falls_back_to_cpu()
     assert rig.manager.load("flexible").ok
     rig.step(1.0)
     assert rig.device("flexible") == "cpu"
+
+
+def test_a_model_put_back_in_the_config_while_it_stops_keeps_its_process():
+    from gpuwarden.engine.lifecycle.config import Config
+    from gpuwarden.engine.lifecycle.config_diff import diff_configs
+
+    a = model("a", vram_mib=4 * GIB, placement="gpu")
+    rig = Rig(a, stop_time_s=5.0)
+    rig.manager.load("a")
+    rig.step(1.0)
+    rig.manager.reconfigure(diff_configs(Config(models=(a,)), Config(), []))
+    assert rig.device("a") == "stopping"
+    changed = model("a", vram_mib=4 * GIB, placement="cpu")
+    rig.manager.reconfigure(diff_configs(Config(), Config(models=(changed,)), []))
+    assert rig.device("a") == "stopping"  # the old process is still tracked
+    assert not rig.manager.load("a").ok  # and no second one starts beside it
+    rig.step(5.0)
+    assert [e.to_dict()["reason"] for e in rig.of("model.unloaded", "a")] == ["removed"]
+    assert rig.manager.load("a").ok
+    rig.step(1.0)
+    assert rig.device("a") == "cpu"  # the new settings, at the next load

@@ -137,3 +137,21 @@ def test_swapped_out_model_returns_when_the_displacer_idles_and_it_fits():
     assert restore_actions(idle, {0: 1000.0}, NOW, estimate_vram_mib) == []
     user_said_no = by_name(replace(victim, user_unloaded=True), loaded("big", device="unloaded"))
     assert restore_actions(user_said_no, {0: 10_000.0}, NOW, estimate_vram_mib) == []
+
+
+def test_make_room_leaves_pinned_and_serving_models_alone():
+    from gpuwarden.engine.lifecycle.policy import room_actions
+
+    states = by_name(loaded("pinned", eviction="never"), loaded("busy", serving=True),
+                     loaded("idle", last_access=NOW - 500))
+    assert room_actions(states, 0, None, NOW, lambda s: True) == [Offload("idle", "make_room")]
+
+
+def test_no_return_to_a_gpu_while_another_model_is_on_its_way_there():
+    from gpuwarden.engine.lifecycle.policy import GpuRoom
+
+    calm = GpuRoom(used_mib=1000.0, total_mib=24000.0, clear_pct=80.0, under_pressure=False)
+    assert calm.fits(8000.0)
+    assert not replace(calm, settling=True).fits(8000.0)
+    assert not replace(calm, under_pressure=True).fits(8000.0)
+    assert not calm.fits(19000.0)  # would go back over the clear level

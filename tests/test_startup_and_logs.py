@@ -10,7 +10,8 @@ from gpuwarden.startup import ConfigFileMissing, read_config
 
 def test_no_config_yet_is_a_note_not_an_error():
     config, notes, watched = read_config(None)
-    assert config.models == () and "no config file" in notes[0] and watched is None
+    assert config.models == () and "no config file" in notes[0]
+    assert watched is not None and watched.name == "config.toml"  # watched until it appears
 
 
 def test_an_explicit_config_that_does_not_exist_is_refused(tmp_path: Path):

@@ -29,16 +29,16 @@ class ConfigFileMissing(FileNotFoundError):
 
 def read_config(path: Path | None) -> tuple[Config, list[str], Path | None]:
     """The config, the problems a person should read (file:line: ...), and the file to
-    watch for changes (None: there is none).
+    watch for changes.
 
     An explicit path that does not exist raises ConfigFileMissing; a missing default file
     means no models yet, which is said as a note, not an error.
     """
     if path is None:
         default = default_config_path()
-        if not default.exists():
+        if not default.exists():  # watched all the same: it is read once it is written
             return Config(), [f"no config file at {default} yet: no models to manage "
-                              "(see docs/config.md)"], None
+                              "(see docs/config.md)"], default
         path = default
     elif not path.exists():
         raise ConfigFileMissing(f"{path}: no such config file")

@@ -158,25 +158,42 @@ class EventBus:
         self._listeners.remove(listener)
 
     def publish(self, event: Event) -> Event:
-        with self._lock:
-            self._seq += 1
-            stamped = dataclasses.replace(event, ts=self.clock.time(), seq=self._seq)
-            self._recent.append(stamped)
-            self._pending.append(stamped)
-        if not getattr(self._local, "depth", 0):
-            self.flush()
+        """Stamp and deliver ``event``; inside :meth:`deferred`, keep it for the end of
+        the block (it is stamped then, and the unstamped event is returned)."""
+        if getattr(self._local, "depth", 0):
+            self._local.held.append(event)
+            return event
+        stamped = self._stamp([event])[0]
+        self.flush()
         return stamped
+
+    def _stamp(self, events: list[Event]) -> list[Event]:
+        with self._lock:
+            out = []
+            for event in events:
+                self._seq += 1
+                stamped = dataclasses.replace(event, ts=self.clock.time(), seq=self._seq)
+                self._recent.append(stamped)
+                self._pending.append(stamped)
+                out.append(stamped)
+            return out
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
-        """Queue what is published inside; deliver it when the outermost block ends."""
-        self._local.depth = getattr(self._local, "depth", 0) + 1
+        """Hold what this thread publishes inside; stamp and deliver it when the
+        outermost block ends (after the lock it wraps is released)."""
+        depth = getattr(self._local, "depth", 0)
+        if not depth:
+            self._local.held = []
+        self._local.depth = depth + 1
         try:
             yield
         finally:
             self._local.depth -= 1
-        if not self._local.depth:
-            self.flush()
+            if not self._local.depth:
+                held, self._local.held = self._local.held, []
+                self._stamp(held)
+                self.flush()
 
     def flush(self) -> None:
         """Deliver every queued event in ``seq`` order. One thread delivers at a time; a

@@ -12,6 +12,7 @@ process dies and its restart is scheduled) calls the driver's waker at once.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Collection, Iterable
@@ -126,6 +127,7 @@ class Engine:
         self._waker: Callable[[], None] = _nothing
         self._reload_wanted = threading.Event()
         self._watcher: ConfigWatcher | None = None
+        self._config_stamp = _file_stamp(config_path)  # what the running config was read from
         for problem in (*problems, *self.startup_problems):
             self._bus.publish(ConfigProblemFound(message=str(problem)))
 
@@ -153,6 +155,10 @@ class Engine:
         self._sample(self._clock.monotonic())
         self._manager.autostart()
         if watch_config and self._config_path is not None:
+            try:  # the default folder may not exist yet: the file can appear later
+                self._config_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                log.warning("cannot create %s", self._config_path.parent, exc_info=True)
             self._watcher = ConfigWatcher(self._config_path, self.request_reload)
             self._watcher.start()
 
@@ -160,13 +166,18 @@ class Engine:
         """Do what is due (a sample, restarts, time-outs, a config reload) and return the
         seconds until the next call is wanted. ``now``: monotonic seconds."""
         now = self._clock.monotonic() if now is None else now
-        if self._reload_wanted.is_set():
-            self._reload_wanted.clear()
-            self.reload_config()
-        if now >= self._next_sample:
+        sample_due = now >= self._next_sample
+        if (sample_due or self._reload_wanted.is_set()) and self._config_changed():
+            self.reload_config()  # seen by the watcher, or at a sample if the watcher missed it
+        self._reload_wanted.clear()
+        if sample_due:
             self._sample(now)
         self._manager.tick()
         return self._until_next(now)
+
+    def _config_changed(self) -> bool:
+        return self._config_path is not None and \
+            _file_stamp(self._config_path) != self._config_stamp
 
     def _sample(self, now: float) -> None:
         self._sampler.tick()
@@ -231,8 +242,10 @@ class Engine:
 
     def make_room(self, gpu: int, gib: float | None) -> AdminResult:
         """Free ``gib`` GiB of VRAM on ``gpu`` now (None: all but pinned models)."""
-        if gib is not None and not gib > 0:
-            return AdminResult(False, f"the room to make must be more than 0 GiB, got {gib}")
+        if gib is not None and (isinstance(gib, bool) or not isinstance(gib, int | float)
+                                or not math.isfinite(gib) or gib <= 0):
+            return AdminResult(False, f"the room to make must be a number of GiB above 0, "
+                                      f"not {gib!r}")
         return self._manager.make_room(gpu, None if gib is None else gib * GIB)
 
     def notify_access(self, name: str) -> None:
@@ -249,6 +262,7 @@ class Engine:
         path = self._config_path
         if path is None:
             return AdminResult(False, "gpuwarden was started without a config file")
+        self._config_stamp = _file_stamp(path)
         new, problems = load_config(path)
         diff = diff_configs(self._manager.config, new, problems)
         if diff.unusable is None and not new.models and _blank(path):  # a save half done
@@ -349,6 +363,17 @@ def _llama_binary(config: Config) -> Path | None:
 
 def _nothing() -> None:
     return None
+
+
+def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
+    """(inode, size, mtime in ns) of the config file: whether it changed since read."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _blank(path: Path) -> bool:

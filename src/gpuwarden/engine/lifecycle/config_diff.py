@@ -11,7 +11,9 @@ settings differ, and which config to run from now on. The rules:
 * when some entry's problem cannot be tied to a name (``models[3]``: its name line is
   broken, or ``models`` is not an array of tables), no model is removed in this reload:
   the broken entry may well be a running model's;
-* global settings come from the new file (a bad one already fell back to its default).
+* global settings come from the new file, except a group (``[pressure]``, ``[restart]``,
+  ``sample_interval_s``, ``llama_server``) with a problem: it keeps its running values
+  rather than fall back to its defaults.
 """
 
 from __future__ import annotations
@@ -22,13 +24,25 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gpuwarden.engine.lifecycle.config import Config, ConfigProblem, ModelConfig
+from gpuwarden.engine.lifecycle.config import (
+    PRESSURE_FIELDS,
+    RESTART_FIELDS,
+    TOP_FIELDS,
+    Config,
+    ConfigProblem,
+    ModelConfig,
+)
 
 SETTINGS: tuple[str, ...] = ("pressure", "restart", "sample_interval_s", "llama_server")
 _SETTING_NAMES = {"sample_interval_s": "sample interval", "llama_server": "llama-server path"}
 # How tomlcheck.read_text and TomlDoc.load word a file that yields nothing at all.
 _UNUSABLE_PREFIXES = ("cannot read:", "invalid TOML:")
 _UNNAMED = re.compile(r"models\[\d+\]")  # how config.py labels an entry with no name
+_SETTING_OF: dict[str, str] = {
+    **dict.fromkeys((*PRESSURE_FIELDS, "pressure"), "pressure"),
+    **dict.fromkeys((*RESTART_FIELDS, "restart"), "restart"),
+    **{key: key for key in TOP_FIELDS},
+}
 
 
 @dataclass(frozen=True)
@@ -39,7 +53,7 @@ class ConfigDiff:
     added: tuple[ModelConfig, ...]
     removed: tuple[str, ...]
     changed: tuple[ModelConfig, ...]  # the new settings of models whose settings differ
-    kept: tuple[str, ...]  # old models whose new entry is broken: they stay as they were
+    kept: tuple[str, ...]  # models (and settings groups) whose new entry is broken: as before
     settings_changed: tuple[str, ...]  # names from SETTINGS
     config: Config
     unusable: str | None = None
@@ -75,11 +89,14 @@ def diff_configs(old: Config, new: Config, problems: Sequence[ConfigProblem]) ->
     order.sort(key=lambda item: item[0])  # stable: ties keep new-file order, then old
     models = tuple(model for _, model in order)
     config = dataclasses.replace(new, models=models)
+    for group in _broken_settings(problems):  # a typo must not change how models are run
+        config = dataclasses.replace(config, **{group: getattr(old, group)})
+        kept.append(f"[{group}]" if group in ("pressure", "restart") else group)
 
     added = tuple(m for m in models if old.model(m.name) is None)
     removed = tuple(m.name for m in old.models if config.model(m.name) is None)
     changed = tuple(m for m in models if _differs(old.model(m.name), m))
-    settings = tuple(s for s in SETTINGS if getattr(old, s) != getattr(new, s))
+    settings = tuple(s for s in SETTINGS if getattr(old, s) != getattr(config, s))
     return ConfigDiff(added, removed, changed, tuple(kept), settings, config)
 
 
@@ -110,6 +127,19 @@ def _unusable(new: Config, problems: Sequence[ConfigProblem]) -> str | None:
         if problem.entry is None and problem.message.startswith(_UNUSABLE_PREFIXES):
             return " ".join(str(problem).split())  # one line
     return None
+
+
+def _broken_settings(problems: Sequence[ConfigProblem]) -> list[str]:
+    """The global settings (groups) that have a problem in the new file: they keep their
+    running values instead of falling back to defaults."""
+    groups = []
+    for problem in problems:
+        if problem.entry is not None or problem.field is None:
+            continue
+        group = _SETTING_OF.get(problem.field)
+        if group is not None and group not in groups:
+            groups.append(group)
+    return groups
 
 
 def _unnamed(problem: ConfigProblem) -> bool:

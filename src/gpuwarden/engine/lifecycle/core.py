@@ -254,6 +254,8 @@ class ManagerCore:
     def _ready(self, s: ModelState, fp: Footprint, measured: float | None) -> None:
         device: Device = "cpu" if fp.vram_mib == 0 else (
             "partial" if s.gpu_layers is not None else "gpu")
+        if device != "cpu" and not measured:  # not reported (or not matched): not zero
+            measured = None
         s = replace(s, device=device, vram_mib=measured, ram_mib=fp.ram_mib,
                     ready_since=self._clock.time(),
                     vram_est_mib=0.0 if device == "cpu" else s.vram_est_mib)

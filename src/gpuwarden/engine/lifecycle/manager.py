@@ -19,7 +19,13 @@ from gpuwarden.engine.events import LoadReason, ModelLoading, ModelRefused
 from gpuwarden.engine.lifecycle import policy
 from gpuwarden.engine.lifecycle.actions import Offload, Refusal, Stopping, Unload
 from gpuwarden.engine.lifecycle.backend import Launch
-from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy, ModelConfig, Placement
+from gpuwarden.engine.lifecycle.config import (
+    EVICTION_POLICIES,
+    Config,
+    EvictionPolicy,
+    ModelConfig,
+    Placement,
+)
 from gpuwarden.engine.lifecycle.config_diff import ConfigDiff
 from gpuwarden.engine.lifecycle.core import AdminResult, Attach, ManagerCore, describe
 from gpuwarden.engine.lifecycle.estimate import resolve
@@ -56,7 +62,8 @@ class LifecycleManager(ManagerCore):
         """When (wall clock) the manager next needs :meth:`tick`: a restart due, a load
         that times out, a simulated model that becomes ready."""
         with self._lock:
-            due = [s.restart_at for s in self._states.values() if s.restart_at is not None]
+            due = [s.restart_at for s in self._states.values()
+                   if s.restart_at is not None and not s.live]  # a live one: when it exits
             limit = self._cfg.restart.startup_timeout_s
             due += [s.loaded_at + limit for s in self._states.values()
                     if s.device == "loading" and s.loaded_at is not None]
@@ -92,8 +99,18 @@ class LifecycleManager(ManagerCore):
                 rooms[g.index] = policy.GpuRoom(
                     used_mib=total - room, total_mib=total,
                     clear_pct=self._cfg.pressure.vram.clear,
-                    under_pressure=PressureKey("vram", g.index) in self.pressure.active)
+                    under_pressure=PressureKey("vram", g.index) in self.pressure.active,
+                    settling=g.index in self._arriving())
         return rooms
+
+    def _arriving(self) -> set[int]:
+        """GPUs a model is on its way to (loading, or stopping to move there): what it
+        will hold is not in the readings yet."""
+        gpus = {s.config.gpu for s in self._states.values()
+                if s.device == "loading" and s.placement != "cpu"}
+        gpus |= {self._states[n].config.gpu for n, stop in self._stopping.items()
+                 if stop.then is not None and stop.then.placement != "cpu"}
+        return gpus
 
     def tick(self) -> None:
         """Fire due restarts and time-outs without waiting for the next sample."""
@@ -189,6 +206,9 @@ class LifecycleManager(ManagerCore):
         with self._locked():
             if (err := self._unknown(name)) is not None:
                 return err
+            if eviction is not None and eviction not in EVICTION_POLICIES:
+                return AdminResult(False, f"the eviction policy must be one of "
+                                          f"{', '.join(EVICTION_POLICIES)}, not {eviction!r}")
             self._put(replace(self._states[name], eviction_override=eviction))
             self._hints.remember(name, eviction_override=eviction)
             return AdminResult(True, f"{name}: eviction policy {eviction or 'from config'}")
@@ -211,6 +231,10 @@ class LifecycleManager(ManagerCore):
         with self._locked():
             if (err := self._unknown(name)) is not None:
                 return err
+            if priority is not None and (isinstance(priority, bool)
+                                         or not isinstance(priority, int)):
+                return AdminResult(False, f"the priority must be a whole number, not "
+                                          f"{priority!r}")
             self._put(replace(self._states[name], priority_override=priority))
             self._hints.remember(name, priority_override=priority)
             shown = "from config" if priority is None else str(priority)
@@ -267,9 +291,12 @@ class LifecycleManager(ManagerCore):
             self._cfg = diff.config
             self.pressure.configure(diff.config.pressure)
             for model in diff.added:
+                if model.name in self._dropping:  # back before its old process ended
+                    self._dropping.discard(model.name)
+                    self._next_config[model.name] = model
+                    continue
                 self._states[model.name] = self._hints.restore(
                     {model.name: initial_state(model)})[model.name]
-                self._dropping.discard(model.name)
             for model in diff.changed:
                 if self._states[model.name].live:
                     self._next_config[model.name] = model

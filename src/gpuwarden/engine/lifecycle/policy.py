@@ -156,7 +156,8 @@ def room_actions(states: States, gpu: int, need_mib: float | None, now: float,
     request stay; the rest move to the CPU where their backend can, else unload."""
     candidates = sorted(
         (s for s in states.values()
-         if s.on_gpu and s.config.gpu == gpu and s.eviction != "never" and s.in_use == 0),
+         if s.on_gpu and s.config.gpu == gpu and s.eviction != "never" and s.in_use == 0
+         and not s.serving),
         key=lambda s: eviction_rank(s, now),
     )
     actions: list[Action] = []
@@ -179,9 +180,10 @@ class GpuRoom:
     total_mib: float
     clear_pct: float
     under_pressure: bool
+    settling: bool = False  # a model is on its way there: wait until it shows in the readings
 
     def fits(self, mib: float) -> bool:
-        return not self.under_pressure and \
+        return not self.under_pressure and not self.settling and \
             self.used_mib + mib < self.clear_pct / 100.0 * self.total_mib
 
 
