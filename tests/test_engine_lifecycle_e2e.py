@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpuwarden.engine.lifecycle.core import FLAP_WINDOW_S, RETURN_WAIT_S
+from gpuwarden.engine.lifecycle.config import PressureConfig
+from gpuwarden.engine.lifecycle.core import FLAP_WINDOW_S
 from helpers import drive
 from lifecycle_helpers import model
 from test_engine_facade import engine_for, row
+
+RETURN_WAIT_S = PressureConfig().return_wait_s
 
 PRESSURE_AND_RELIEF = """
 [simulation]

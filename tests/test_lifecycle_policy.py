@@ -155,3 +155,15 @@ def test_no_return_to_a_gpu_while_another_model_is_on_its_way_there():
     assert not replace(calm, settling=True).fits(8000.0)
     assert not replace(calm, under_pressure=True).fits(8000.0)
     assert not calm.fits(19000.0)  # would go back over the clear level
+
+
+def test_a_model_goes_back_only_if_what_it_really_held_fits():
+    from gpuwarden.engine.lifecycle.policy import GpuRoom, Return, return_actions
+
+    away = replace(loaded("m", device="cpu", vram=0.0), home="gpu", return_after=NOW - 1,
+                   home_vram_mib=9000.0)  # estimated 4000, but it held 9000 on the GPU
+    room = {0: GpuRoom(used_mib=12000.0, total_mib=24000.0, clear_pct=80.0,
+                       under_pressure=False)}
+    assert return_actions(by_name(away), room, NOW, estimate_vram_mib) == []
+    lighter = replace(away, home_vram_mib=4000.0)
+    assert return_actions(by_name(lighter), room, NOW, estimate_vram_mib) == [Return("m", "gpu")]

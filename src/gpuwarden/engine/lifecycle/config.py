@@ -91,6 +91,7 @@ class PressureConfig:
     cpu: Hysteresis = Hysteresis(95.0, 80.0)
     disk: DiskThreshold = DiskThreshold()
     alert_debounce_s: float = 60.0
+    return_wait_s: float = 60.0  # moved to the CPU by pressure: the first try to go back
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ PRESSURE_FIELDS: Mapping[str, FieldSpec] = {
     "disk_free_enter_gib": number(0),
     "disk_free_clear_gib": number(0),
     "alert_debounce_s": number(0),
+    "return_wait_s": number(0, 3600),
 }
 # (lower, higher): the first must be below the second, or both fall back to their defaults.
 PRESSURE_ORDER: tuple[tuple[str, str], ...] = (
@@ -216,6 +218,7 @@ def _pressure_settings(pressure: PressureConfig) -> dict[str, float]:
         "disk_free_enter_gib": pressure.disk.enter_below_gib,
         "disk_free_clear_gib": pressure.disk.clear_above_gib,
         "alert_debounce_s": pressure.alert_debounce_s,
+        "return_wait_s": pressure.return_wait_s,
     }
     for kind in _LEVELS:
         level: Hysteresis = getattr(pressure, kind)
@@ -228,7 +231,8 @@ def _pressure_from(flat: Mapping[str, float]) -> PressureConfig:
         return Hysteresis(flat[f"{kind}_enter_pct"], flat[f"{kind}_clear_pct"])
 
     disk = DiskThreshold(flat["disk_free_enter_gib"], flat["disk_free_clear_gib"])
-    return PressureConfig(level("vram"), level("ram"), level("cpu"), disk, flat["alert_debounce_s"])
+    return PressureConfig(level("vram"), level("ram"), level("cpu"), disk, flat["alert_debounce_s"],
+                          flat["return_wait_s"])
 
 
 def _fallback(defaults: Mapping[str, Any], keys: Iterable[str | None]) -> str:

@@ -60,7 +60,6 @@ from gpuwarden.engine.telemetry.snapshot import Snapshot, measured_vram_mib
 log = logging.getLogger(__name__)
 
 MAX_CRASH_HISTORY = 20
-RETURN_WAIT_S = 60.0  # pressure moved it to the CPU: the first try to go back, after this
 RETURN_WAIT_CAP_S = 3600.0
 FLAP_WINDOW_S = 300.0  # moved off again this soon after going back: wait twice as long
 Attach = Callable[[Launch, ReadyCallback, ExitCallback, ActivityCallback], None]
@@ -167,9 +166,10 @@ class ManagerCore:
         if reason == "pressure":  # it goes back once the pressure is over
             now = self._clock.time()
             flapped = s.returned_at is not None and now - s.returned_at < FLAP_WINDOW_S
-            wait = min(RETURN_WAIT_CAP_S, 2 * s.return_wait_s) if flapped else RETURN_WAIT_S
-            s = replace(s, home=s.home or s.placement, return_wait_s=wait,
-                        return_after=now + wait)
+            first = self._cfg.pressure.return_wait_s
+            wait = min(RETURN_WAIT_CAP_S, max(first, 2 * s.return_wait_s)) if flapped else first
+            s = replace(s, home=s.home or s.placement, home_vram_mib=s.held_vram_mib,
+                        return_wait_s=wait, return_after=now + wait)
         else:  # the user (or make-room) moved it: it stays on the CPU until told otherwise
             s = replace(s, home=None, return_after=None)
         self._put(s)

@@ -190,7 +190,8 @@ class GpuRoom:
 def return_actions(states: States, rooms: Mapping[int, GpuRoom], now: float,
                    estimate: Estimate) -> list[Action]:
     """Models that pressure moved to the CPU go back to where they belong once their GPU
-    is calm, their wait is over and they fit with usage staying under the clear level.
+    is calm, their wait is over and they fit with usage staying under the clear level
+    (counting what they held there, when that was more than the estimate).
     One return per GPU per pass, most important first."""
     waiting = sorted(
         (s for s in states.values()
@@ -205,7 +206,7 @@ def return_actions(states: States, rooms: Mapping[int, GpuRoom], now: float,
         home = s.home
         if room is None or home is None or s.config.gpu in busy:
             continue
-        if room.fits(estimate(s.config, home)):
+        if room.fits(max(estimate(s.config, home), s.home_vram_mib)):  # as much as it held
             busy.add(s.config.gpu)
             actions.append(Return(s.name, home))
     return actions

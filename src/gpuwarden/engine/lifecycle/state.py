@@ -57,6 +57,7 @@ class ModelState:
     priority_override: int | None = None
     displaced_by: str | None = None  # evicted by a swap: restore when that model idles
     home: Placement | None = None  # moved to the CPU by pressure: where it goes back to
+    home_vram_mib: float = 0.0  # what it held there (measured): it needs as much to go back
     return_after: float | None = None  # not before this time
     return_wait_s: float = 0.0  # the wait before the last return (doubles when it flaps)
     returned_at: float | None = None  # when it last went back to the GPU
