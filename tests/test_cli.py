@@ -130,3 +130,18 @@ def test_a_scenario_profile_that_contradicts_the_defaults_is_a_scenario_error(ca
     bad.write_text("[[simulation.gpu]]\nidle_power_w = 400\n")
     code, _, err = run_cli(capsys, "status", "--simulate", str(bad))
     assert code == 2 and "idle.toml" in err and "idle_power_w" in err
+
+
+def test_doctor_runs_from_the_command_line_and_prints_json(tmp_path):
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    proc = subprocess.run([sys.executable, "-m", "gpuwarden", "doctor", "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert Path(report["report_file"]).is_file()
+    missing = subprocess.run([sys.executable, "-m", "gpuwarden", "doctor", "--config",
+                              str(tmp_path / "nope.toml")],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert missing.returncode == 2 and "nope.toml" in missing.stderr
+    assert "Traceback" not in missing.stderr

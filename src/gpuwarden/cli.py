@@ -20,7 +20,7 @@ from gpuwarden.engine.runtime import (
 from gpuwarden.engine.telemetry.sampler import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from gpuwarden.engine.telemetry.scenario import ScenarioError
 
-SUBCOMMANDS = ("status", "headless", "setup")
+SUBCOMMANDS = ("status", "headless", "setup", "doctor")
 EXIT_USAGE = 2
 
 
@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("component", choices=("llama-server",))
     setup.add_argument("options", nargs=argparse.REMAINDER,
                        help="--cuda, --version V, --jobs N, --force")
+    doctor = sub.add_parser("doctor", help="what this machine can do, the limits in force, "
+                                           "and what is wrong: a report for bug reports")
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of text")
+    doctor.add_argument("--save", type=Path, metavar="PATH",
+                        help="where to save the text report (default: the data folder)")
+    _add_config_option(doctor, top=False)
     return parser
 
 
@@ -169,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gpuwarden.llama_build import main as setup_llama_server
 
             return setup_llama_server(args.options)
+        if args.command == "doctor":
+            from gpuwarden.doctor import main as doctor
+
+            return doctor([*(["--json"] if args.json else []),
+                           *(["--save", str(args.save)] if args.save else []),
+                           *(["--config", str(args.config)] if args.config else [])])
         if args.command == "headless":
             from gpuwarden.headless import cmd_headless
 
