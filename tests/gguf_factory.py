@@ -5,12 +5,17 @@ small SentencePiece ("llama") vocabulary: the three special tokens, the 256 byte
 tokens and a few dozen ordinary pieces. It loads and generates (gibberish) in a
 real server in well under a second and is a few hundred KB on disk.
 `write_garbage` and `write_truncated` give files that must fail to load.
+
+Other shapes for the memory estimates: more or fewer layers, wider, grouped-query
+attention (``n_head_kv < n_head``), f16 matrices, an output tied to the token embeddings
+(no ``output.weight``), and metadata that lies (``claimed_block_count``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import gguf
 import numpy as np
@@ -53,6 +58,10 @@ class _Dims:
     n_vocab: int
     n_embd: int
     n_ff: int
+    n_embd_kv: int = 0  # K/V projection width (n_head_kv x head_dim); 0: n_embd
+
+
+WeightType = Literal["f32", "f16"]
 
 
 def tiny_vocab() -> _Vocab:
@@ -75,16 +84,37 @@ def write_tiny_llama(
     n_ff: int = 128,
     n_head: int = 4,
     context_length: int = 256,
+    n_head_kv: int | None = None,
+    weight_type: WeightType = "f32",
+    tie_output: bool = False,
+    claimed_block_count: int | None = None,
+    claimed_head_count_kv: int | None = None,
 ) -> Path:
-    """Write a random-weight llama GGUF to `path` (same bytes for the same arguments)."""
+    """Write a random-weight llama GGUF to `path` (same bytes for the same arguments).
+
+    ``n_head_kv`` (default ``n_head``): fewer K/V heads for grouped-query attention;
+    ``weight_type``: the type of the 2-D matrices (norms stay f32, as converters write
+    them); ``tie_output``: no ``output.weight`` (llama.cpp reuses ``token_embd``);
+    ``claimed_block_count`` / ``claimed_head_count_kv``: metadata other than what the
+    tensors hold (a lying file).
+    """
     if n_embd % n_head:
         raise ValueError(f"n_embd {n_embd} is not a multiple of n_head {n_head}")
+    kv_heads = n_head if n_head_kv is None else n_head_kv
+    if kv_heads <= 0 or n_head % kv_heads:
+        raise ValueError(f"n_head {n_head} is not a multiple of n_head_kv {kv_heads}")
     vocab = tiny_vocab()
-    dims = _Dims(n_vocab=len(vocab.pieces), n_embd=n_embd, n_ff=n_ff)
+    head_dim = n_embd // n_head
+    dims = _Dims(
+        n_vocab=len(vocab.pieces), n_embd=n_embd, n_ff=n_ff, n_embd_kv=kv_heads * head_dim
+    )
     writer = gguf.GGUFWriter(path, "llama")
-    _add_hparams(writer, n_layers, dims, n_head, context_length)
+    block_count = n_layers if claimed_block_count is None else claimed_block_count
+    claimed_kv = kv_heads if claimed_head_count_kv is None else claimed_head_count_kv
+    _add_hparams(writer, block_count, dims, (n_head, claimed_kv), context_length, weight_type)
     _add_vocab(writer, vocab)
-    _add_tensors(writer, np.random.default_rng(seed), n_layers, dims)
+    rng = np.random.default_rng(seed)
+    _add_tensors(writer, rng, n_layers, dims, weight_type=weight_type, tie_output=tie_output)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -107,17 +137,26 @@ def write_truncated(path: Path, *, seed: int = 0) -> Path:
 
 
 def _add_hparams(
-    writer: gguf.GGUFWriter, n_layers: int, dims: _Dims, n_head: int, context_length: int
+    writer: gguf.GGUFWriter,
+    n_layers: int,
+    dims: _Dims,
+    heads: tuple[int, int],
+    context_length: int,
+    weight_type: WeightType = "f32",
 ) -> None:
+    n_head, n_head_kv = heads
+    file_type = gguf.LlamaFileType.ALL_F32
+    if weight_type == "f16":
+        file_type = gguf.LlamaFileType.MOSTLY_F16
     writer.add_name("gpuwarden-tiny-llama")
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(file_type)
     writer.add_vocab_size(dims.n_vocab)
     writer.add_context_length(context_length)
     writer.add_embedding_length(dims.n_embd)
     writer.add_block_count(n_layers)
     writer.add_feed_forward_length(dims.n_ff)
     writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head)
+    writer.add_head_count_kv(n_head_kv)
     writer.add_rope_dimension_count(dims.n_embd // n_head)
     writer.add_rope_freq_base(ROPE_FREQ_BASE)
     writer.add_layer_norm_rms_eps(RMS_NORM_EPS)
@@ -136,21 +175,29 @@ def _add_vocab(writer: gguf.GGUFWriter, vocab: _Vocab) -> None:
 
 
 def tensor_shapes(
-    *, n_layers: int = 2, n_embd: int = 64, n_ff: int = 128
+    *,
+    n_layers: int = 2,
+    n_embd: int = 64,
+    n_ff: int = 128,
+    n_embd_kv: int | None = None,
+    tie_output: bool = False,
 ) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> numpy shape (GGUF lists the dimensions in reverse order)."""
+    """Tensor name -> numpy shape (GGUF lists the dimensions in reverse order).
+    ``n_embd_kv``: the K/V projection width (default ``n_embd``)."""
     e, f, v = n_embd, n_ff, len(tiny_vocab().pieces)
+    kv = e if n_embd_kv is None else n_embd_kv
     shapes: dict[str, tuple[int, ...]] = {
         "token_embd.weight": (v, e),
         "output_norm.weight": (e,),
-        "output.weight": (v, e),
     }
+    if not tie_output:
+        shapes["output.weight"] = (v, e)
     for i in range(n_layers):
         block = {
             "attn_norm": (e,),
             "attn_q": (e, e),
-            "attn_k": (e, e),
-            "attn_v": (e, e),
+            "attn_k": (kv, e),
+            "attn_v": (kv, e),
             "attn_output": (e, e),
             "ffn_norm": (e,),
             "ffn_gate": (f, e),
@@ -162,12 +209,26 @@ def tensor_shapes(
 
 
 def _add_tensors(
-    writer: gguf.GGUFWriter, rng: np.random.Generator, n_layers: int, dims: _Dims
+    writer: gguf.GGUFWriter,
+    rng: np.random.Generator,
+    n_layers: int,
+    dims: _Dims,
+    *,
+    weight_type: WeightType = "f32",
+    tie_output: bool = False,
 ) -> None:
-    shapes = tensor_shapes(n_layers=n_layers, n_embd=dims.n_embd, n_ff=dims.n_ff)
+    shapes = tensor_shapes(
+        n_layers=n_layers,
+        n_embd=dims.n_embd,
+        n_ff=dims.n_ff,
+        n_embd_kv=dims.n_embd_kv or None,
+        tie_output=tie_output,
+    )
+    matrix_dtype = np.float32 if weight_type == "f32" else np.float16
     for name, shape in shapes.items():
+        data: np.ndarray
         if len(shape) == 1:  # norm weights: the identity scale
             data = np.ones(shape, dtype=np.float32)
         else:
-            data = (rng.standard_normal(shape) * WEIGHT_STD).astype(np.float32)
+            data = (rng.standard_normal(shape) * WEIGHT_STD).astype(matrix_dtype)
         writer.add_tensor(name, data)

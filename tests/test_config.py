@@ -24,6 +24,7 @@ from gpuwarden.engine.lifecycle.config import (
     load_config,
     parse_config,
 )
+from gpuwarden.engine.safety.limits import SafetyConfig
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "config.toml"
 
@@ -553,3 +554,112 @@ def test_line_numbers_count_only_toml_line_breaks() -> None:
     assert problem.line == line == 11
     _, problem = only_problem(content.replace("\n", "\r\n"))
     assert problem.line == line
+
+
+# -- [safety] ----------------------------------------------------------------------------
+
+SAFETY = """\
+[safety]
+gpu_temp_warn_c = 78
+gpu_temp_hard_c = 84
+gpu_power_warn_w = 280
+gpu_power_hard_w = 320
+vram_pct = 95
+cpu_temp_warn_c = 85
+cpu_temp_hard_c = 92
+cpu_pct = 90
+ram_pct = 80
+cooldown_margin_c = 4
+cooldown_timeout_s = 120
+"""
+
+
+def test_safety_defaults_leave_limits_to_the_card() -> None:
+    config, problems = parse(GOOD)
+    assert problems == []
+    assert config.safety == SafetyConfig() == Config().safety
+    assert config.safety.gpu_temp_warn_c is None  # from the card, else the table
+    assert (config.safety.cooldown_margin_c, config.safety.cooldown_timeout_s) == (5.0, 300.0)
+
+
+def test_safety_table_is_read() -> None:
+    config, problems = parse(GOOD + SAFETY)
+    assert problems == []
+    assert config.safety == SafetyConfig(78.0, 84.0, 280.0, 320.0, 95.0, 85.0, 92.0, 90.0, 80.0,
+                                         4.0, 120.0)
+    assert isinstance(config.safety.vram_pct, float)
+    assert names(config) == ["alpha", "beta", "gamma"]
+
+
+@pytest.mark.parametrize(("key", "value", "expects"), [
+    ("gpu_temp_warn_c", "'hot'", "a number from 1 to 150, got 'hot'"),
+    ("gpu_temp_hard_c", "200", "a number from 1 to 150, got 200"),
+    ("gpu_power_warn_w", "0", "a positive number, got 0"),
+    ("vram_pct", "true", "a number from 1 to 100, got true"),
+    ("ram_pct", "101", "a number from 1 to 100, got 101"),
+    ("cooldown_margin_c", "-1", "a number from 0 to 50, got -1"),
+    ("cooldown_timeout_s", "[1]", "a number from 0 to 86400, got an array"),
+])
+def test_bad_safety_setting_falls_back_to_its_default(key: str, value: str, expects: str) -> None:
+    content = GOOD + SAFETY.replace(f"\n{key} = ", f"\n{key} = {value}  # was ")
+    config, problem = only_problem(content)
+    assert (problem.line, problem.entry, problem.field) == (
+        line_of(content, f"{key} = {value}"), None, key)
+    assert f"'{key}' must be {expects}; using the default {key} = " in problem.message
+    assert getattr(config.safety, key) == getattr(SafetyConfig(), key)
+    assert config.safety.cpu_pct == 90.0  # the rest still applies
+    assert names(config) == ["alpha", "beta", "gamma"]
+
+
+def test_bad_safety_limit_says_where_its_default_comes_from() -> None:
+    content = "[safety]\ngpu_temp_hard_c = 'x'\ncpu_pct = 0\n"
+    _, problems = parse(content)
+    assert [str(p) for p in problems] == [
+        "config.toml:2: [safety]: 'gpu_temp_hard_c' must be a number from 1 to 150, got 'x'; "
+        "using the default gpu_temp_hard_c = the card's slowdown, else 85",
+        "config.toml:3: [safety]: 'cpu_pct' must be a number from 1 to 100, got 0; "
+        "using the default cpu_pct = 95",
+    ]
+
+
+@pytest.mark.parametrize(("warn", "hard"), [("gpu_temp_warn_c", "gpu_temp_hard_c"),
+                                            ("gpu_power_warn_w", "gpu_power_hard_w"),
+                                            ("cpu_temp_warn_c", "cpu_temp_hard_c")])
+@pytest.mark.parametrize("equal", [False, True])
+def test_safety_warn_not_below_hard_falls_back_to_defaults(
+    warn: str, hard: str, equal: bool
+) -> None:
+    content = GOOD + f"[safety]\n{hard} = 90\n{warn} = {90 if equal else 95}\nvram_pct = 80\n"
+    config, problem = only_problem(content)
+    assert (problem.line, problem.entry, problem.field) == (line_of(content, warn), None, warn)
+    assert f"'{warn}' must be below '{hard}' (90), got {90 if equal else 95}" in problem.message
+    assert f"using the default {warn} = " in problem.message and f", {hard} = " in problem.message
+    assert (getattr(config.safety, warn), getattr(config.safety, hard)) == (None, None)
+    assert config.safety.vram_pct == 80.0  # the rest still applies
+    assert names(config) == ["alpha", "beta", "gamma"]
+
+
+def test_only_one_of_a_safety_pair_is_not_checked_against_the_card() -> None:
+    config, problems = parse("[safety]\ngpu_temp_warn_c = 95\n")
+    assert problems == []  # the card's hard level is not known here: limits.py keeps order
+    assert config.safety.gpu_temp_warn_c == 95.0
+
+
+def test_safety_unknown_key_and_wrong_shape() -> None:
+    content = "[safety]\ngpu_temp_c = 80\n"
+    config, problem = only_problem(content)
+    assert (problem.line, problem.field) == (2, "gpu_temp_c")
+    assert problem.message.startswith("[safety]: unknown key 'gpu_temp_c'; allowed keys:")
+    assert config.safety == SafetyConfig()
+    config, problem = only_problem("safety = 3\n")
+    assert (problem.line, problem.field) == (1, None)
+    assert problem.message.endswith("; using the defaults")
+    assert config.safety == SafetyConfig()
+
+
+def test_safety_problems_are_in_file_order_with_the_rest() -> None:
+    content = ("sample_interval_s = 0\n[safety]\nram_pct = 'x'\n"
+               "[pressure]\nram_enter_pct = 'high'\n")
+    _, problems = parse(content)
+    assert [(p.line, p.field) for p in problems] == [
+        (1, "sample_interval_s"), (3, "ram_pct"), (5, "ram_enter_pct")]

@@ -20,7 +20,7 @@ from gpuwarden.engine.runtime import (
 from gpuwarden.engine.telemetry.sampler import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from gpuwarden.engine.telemetry.scenario import ScenarioError
 
-SUBCOMMANDS = ("status", "headless", "setup", "doctor")
+SUBCOMMANDS = ("status", "headless", "setup", "doctor", "estimate")
 EXIT_USAGE = 2
 
 
@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--save", type=Path, metavar="PATH",
                         help="where to save the text report (default: the data folder)")
     _add_config_option(doctor, top=False)
+    estimate = sub.add_parser("estimate", add_help=False,
+                              help="whether a GGUF model fits before it is loaded "
+                                   "(gpuwarden estimate MODEL.gguf -h)")
+    estimate.add_argument("options", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -162,8 +166,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["estimate"]:  # its own options, -h included
+        from gpuwarden.estimate_cmd import main as estimate
+
+        return estimate(given[1:])
     parser = build_parser()
-    args = parser.parse_args(_normalise(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(_normalise(given))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -181,6 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return doctor([*(["--json"] if args.json else []),
                            *(["--save", str(args.save)] if args.save else []),
                            *(["--config", str(args.config)] if args.config else [])])
+        if args.command == "estimate":
+            from gpuwarden.estimate_cmd import main as estimate
+
+            simulated = args.simulate
+            given = ["--simulate", str(simulated.count)] if simulated is not None and \
+                simulated.scenario is None else []
+            return estimate([*args.options, *given])
         if args.command == "headless":
             from gpuwarden.headless import cmd_headless
 

@@ -3,7 +3,9 @@ the llama-cpp-python source distribution on PyPI, once per machine.
 
 The result is one self-contained binary (static libllama/libggml, no curl, no OpenSSL, no
 downloaded web UI) in the user cache folder, keyed by version and flavour, where
-gpuwarden finds it after the config path and PATH.
+gpuwarden finds it after the config path and PATH. Beside it, from the same build:
+``llama-fit-params`` (tools/fit-params), llama.cpp's own projection of a launch's memory.
+A cache folder is complete only with both.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ import tempfile
 from pathlib import Path
 
 from gpuwarden.engine.supervisor.locate import (
+    FIT_PARAMS,
     LLAMA_CPP_PYTHON_VERSION,
+    cached_fit_params,
     cached_llama_server,
     llama_server_cache_dir,
 )
+
+TARGETS = ("llama-server", FIT_PARAMS)  # CMake targets, named like their binaries
 
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
@@ -66,10 +72,11 @@ def download_sources(version: str, into: Path) -> Path:
 
 def build(version: str = LLAMA_CPP_PYTHON_VERSION, *, cuda: bool = False,
           jobs: int | None = None, force: bool = False) -> Path:
-    """Build (unless cached) and return the path of the llama-server binary."""
+    """Build (unless cached) and return the path of the llama-server binary; the fit tool
+    lands beside it. A cache holding only llama-server (an older gpuwarden's) builds again."""
     flavour = "cuda" if cuda else "cpu"
     cached = cached_llama_server(version, flavour)
-    if cached is not None and not force:
+    if cached is not None and cached_fit_params(version, flavour) is not None and not force:
         _say(f"llama-server {version} ({flavour}) is already built: {cached}")
         return cached
     for tool in ("cmake", "c++"):
@@ -82,16 +89,26 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, *, cuda: bool = False,
         build_dir = Path(tmp) / "build"
         flags = [*CMAKE_FLAGS, f"-DGGML_CUDA={'ON' if cuda else 'OFF'}"]
         _run(["cmake", "-S", str(source), "-B", str(build_dir), *flags])
-        _run(["cmake", "--build", str(build_dir), "--target", "llama-server", "--parallel",
+        _run(["cmake", "--build", str(build_dir), "--target", *TARGETS, "--parallel",
               str(jobs or os.cpu_count() or 2)])
-        built = next(build_dir.rglob("llama-server"))
+        built = {name: _built(build_dir, name) for name in TARGETS}
         target_dir.mkdir(parents=True, exist_ok=True)
-        partial = target_dir / "llama-server.partial"
-        shutil.copy2(built, partial)
-        os.replace(partial, target_dir / "llama-server")  # never a half-copied binary
+        # The fit tool first: the cache counts as complete once llama-server is there too.
+        for name in reversed(TARGETS):
+            partial = target_dir / f"{name}.partial"
+            shutil.copy2(built[name], partial)
+            os.replace(partial, target_dir / name)  # never a half-copied binary
     result = target_dir / "llama-server"
     _say(f"built {result}")
     return result
+
+
+def _built(build_dir: Path, name: str) -> Path:
+    """The executable ``name`` the build produced (bin/, not a same-named folder)."""
+    for path in sorted(build_dir.rglob(name)):
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise RuntimeError(f"the build produced no {name}")
 
 
 def _jobs(text: str) -> int:

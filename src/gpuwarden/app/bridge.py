@@ -29,7 +29,7 @@ _threads: weakref.WeakSet[QThread] = weakref.WeakSet()
 
 # The engine commands the window may send; each answers an AdminResult.
 COMMANDS = frozenset({"load", "unload", "offload", "restart", "set_policy", "set_priority",
-                      "pin", "unpin", "make_room", "reload_config"})
+                      "pin", "unpin", "make_room", "reload_config", "emergency_stop"})
 
 
 def running_engine_threads() -> list[QThread]:

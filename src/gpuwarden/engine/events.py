@@ -225,7 +225,7 @@ class EventBus:
 # Why a model was loaded, unloaded or moved to the CPU: the values events carry.
 LoadReason = Literal["user", "autostart", "restart", "restore", "offload", "adopted"]
 UnloadReason = Literal["user", "idle", "pressure", "swap", "shutdown", "make_room", "removed",
-                       "exited"]
+                       "safety", "exited"]
 OffloadReason = Literal["pressure", "user", "make_room"]
 # How a model's process ended when gpuwarden did not ask it to.
 CrashKind = Literal["oom_killed", "gpu_oom", "crash", "hang", "startup_timeout", "load_error",
@@ -307,6 +307,19 @@ class ModelRefused(Event):
 
     def describe(self) -> str:
         return f"{self.model}: not loaded: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelWaiting(Event):
+    """A load that waits for its GPU (or the host) to cool down; it starts once the
+    safety verdict allows it, or is refused (``model.refused``) after a time-out."""
+
+    TYPE: ClassVar[str] = "model.waiting"
+    model: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.model}: waiting to load: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -434,3 +447,48 @@ class ConfigReloaded(Event):
 
     def describe(self) -> str:
         return self.message
+
+
+# -- safety (thermal / power / memory limits) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SafetyVerdictChanged(Event):
+    """The safety verdict of a GPU (``scope="gpu"``, ``gpu`` its index) or of the host
+    (``scope="host"``, ``gpu`` None) changed kind: ``proceed``, ``reduce_intensity``,
+    ``wait_cooldown`` or ``abort``. ``reading`` and ``limit`` are the deciding figures
+    (None for ``proceed``); ``throttle`` is 0..1, how hard to back off."""
+
+    TYPE: ClassVar[str] = "safety.verdict"
+    scope: str
+    gpu: int | None
+    kind: str
+    previous: str
+    reason: str
+    reading: float | None = None
+    limit: float | None = None
+    throttle: float = 0.0
+
+    def describe(self) -> str:
+        where = "host" if self.gpu is None else f"GPU {self.gpu}"
+        what = self.kind.replace("_", " ")
+        if self.kind == "reduce_intensity":
+            what += f" (throttle {self.throttle:.2f})"
+        return f"{where}: {what} (was {self.previous.replace('_', ' ')}): {self.reason}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmergencyStop(Event):
+    """Every model on a GPU (or, for ``scope="host"``, every model) was stopped because a
+    hard safety limit was reached."""
+
+    TYPE: ClassVar[str] = "safety.emergency_stop"
+    scope: str
+    gpu: int | None
+    reason: str
+    models: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        where = "host" if self.gpu is None else f"GPU {self.gpu}"
+        stopped = ", ".join(self.models) if self.models else "no model was running"
+        return f"EMERGENCY STOP on {where}: {self.reason}; stopped: {stopped}"

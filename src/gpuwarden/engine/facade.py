@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from gpuwarden.engine.lifecycle.manager import LifecycleManager
 from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
 from gpuwarden.engine.paths import data_dir
 from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
+from gpuwarden.engine.safety.verdict import Verdict
 from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
 from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, gpu_layers_of
 from gpuwarden.engine.supervisor.registry import (
@@ -248,6 +249,13 @@ class Engine:
                                       f"not {gib!r}")
         return self._manager.make_room(gpu, None if gib is None else gib * GIB)
 
+    def emergency_stop(self, gpu: int | None = None) -> AdminResult:
+        """Stop every model on ``gpu`` (None: all of them) now, as a hard safety limit
+        would; nothing restarts by itself."""
+        if gpu is not None and (isinstance(gpu, bool) or not isinstance(gpu, int)):
+            return AdminResult(False, f"a GPU is given by its index, not {gpu!r}")
+        return self._manager.emergency_stop(gpu)
+
     def notify_access(self, name: str) -> None:
         self._manager.notify_access(name)
 
@@ -303,6 +311,11 @@ class Engine:
 
     def model(self, name: str) -> ModelRow | None:
         return next((row for row in self.models() if row.name == name), None)
+
+    def verdicts(self) -> Mapping[str, Verdict]:
+        """The safety verdict of every GPU (``"gpu0"`` ...) and of the host (``"host"``),
+        from the last sample."""
+        return self._manager.safety_verdicts()
 
     def snapshot(self) -> Snapshot | None:
         return self._sampler.last

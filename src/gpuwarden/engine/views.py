@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from gpuwarden.engine.lifecycle.state import ModelState, idle_for, priority_of
 
-RowState = Literal["unloaded", "loading", "ready", "stopping", "crashed", "restarting",
-                   "gave_up"]
+RowState = Literal["unloaded", "waiting", "loading", "ready", "stopping", "crashed",
+                   "restarting", "gave_up"]
 Source = Literal["config", "user"]
 
 
@@ -40,6 +40,7 @@ class ModelRow:
     restart_at: float | None  # wall clock
     restart_in_s: float | None
     returns_to_gpu_at: float | None  # moved to the CPU by pressure: next try to go back
+    waiting_for: str | None  # a load held by a safety limit: why
     pids: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +75,7 @@ def model_row(s: ModelState, now: float, pids: tuple[int, ...] = ()) -> ModelRow
         restart_at=s.restart_at,
         restart_in_s=None if s.restart_at is None else max(0.0, s.restart_at - now),
         returns_to_gpu_at=s.return_after if s.home is not None else None,
+        waiting_for=s.waiting_for,
         pids=pids,
     )
 
@@ -81,6 +83,8 @@ def model_row(s: ModelState, now: float, pids: tuple[int, ...] = ()) -> ModelRow
 def _row_state(s: ModelState) -> RowState:
     if s.gave_up:
         return "gave_up"
+    if s.waiting_for is not None and not s.live:
+        return "waiting"
     if s.loaded:
         return "ready"
     if s.device == "crashed" or (s.device == "unloaded" and s.restart_at is not None):

@@ -23,6 +23,7 @@ class Launch:
     device: str  # "gpu" | "partial" | "cpu"
     gpu_layers: int  # 0 on the CPU, config.layers on the full GPU
     instance: int
+    throttle: float = 0.0  # 0..1 from the safety verdict: start with less parallel work
 
 
 @dataclass(frozen=True)

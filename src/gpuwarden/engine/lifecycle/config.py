@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, get_args
 
 from gpuwarden.engine import paths
+from gpuwarden.engine.safety import limits as safety_limits
+from gpuwarden.engine.safety.limits import SAFETY_ORDER, SafetyConfig
 from gpuwarden.engine.tomlcheck import (
     FieldSpec,
     Table,
@@ -111,6 +113,7 @@ class Config:
     sample_interval_s: float = 1.0  # 0.25..10
     source: str = "<defaults>"
     llama_server: Path | None = None  # the llama-server binary; None: PATH, then our build
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
@@ -177,9 +180,38 @@ RESTART_FIELDS: Mapping[str, FieldSpec] = {
     "max_consecutive": integer(1),
     "startup_timeout_s": number(positive=True),
 }
+# Temperatures in C, power in W, percents 0..100. None (left out): the card's, else the table's.
+SAFETY_FIELDS: Mapping[str, FieldSpec] = {
+    **{f"{part}_temp_{edge}_c": number(1, 150) for part in ("gpu", "cpu")
+       for edge in ("warn", "hard")},
+    "gpu_power_warn_w": number(positive=True),
+    "gpu_power_hard_w": number(positive=True),
+    "vram_pct": number(1, 100),
+    "cpu_pct": number(1, 100),
+    "ram_pct": number(1, 100),
+    "cooldown_margin_c": number(0, 50),
+    "cooldown_timeout_s": number(0, 86400),
+}
+# What a safety limit left out means, as a problem message says it.
+SAFETY_DEFAULTS_SHOWN: Mapping[str, str] = {
+    "gpu_temp_warn_c": f"the card's slowdown - {safety_limits.CARD_TEMP_WARN_BELOW_C:g} C, "
+                       f"else {safety_limits.DEFAULT_GPU_TEMP_WARN_C:g}",
+    "gpu_temp_hard_c": f"the card's slowdown, else {safety_limits.DEFAULT_GPU_TEMP_HARD_C:g}",
+    "gpu_power_warn_w": f"{safety_limits.CARD_POWER_WARN_FRACTION:.0%} of the card's power "
+                        f"limit, else {safety_limits.DEFAULT_GPU_POWER_WARN_W:g}",
+    "gpu_power_hard_w": f"{safety_limits.CARD_POWER_HARD_FRACTION:.0%} of the card's power "
+                        f"limit, else {safety_limits.DEFAULT_GPU_POWER_HARD_W:g}",
+    "vram_pct": fmt_num(safety_limits.DEFAULT_VRAM_PCT),
+    "cpu_temp_warn_c": fmt_num(safety_limits.DEFAULT_CPU_TEMP_WARN_C),
+    "cpu_temp_hard_c": fmt_num(safety_limits.DEFAULT_CPU_TEMP_HARD_C),
+    "cpu_pct": fmt_num(safety_limits.DEFAULT_CPU_PCT),
+    "ram_pct": fmt_num(safety_limits.DEFAULT_RAM_PCT),
+    "cooldown_margin_c": fmt_num(safety_limits.DEFAULT_COOLDOWN_MARGIN_C),
+    "cooldown_timeout_s": fmt_num(safety_limits.DEFAULT_COOLDOWN_TIMEOUT_S),
+}
 TOP_FIELDS: Mapping[str, FieldSpec] = {"sample_interval_s": number(0.25, 10),
                                        "llama_server": string()}
-TOP_KEYS: tuple[str, ...] = (*TOP_FIELDS, "pressure", "restart", "models")
+TOP_KEYS: tuple[str, ...] = (*TOP_FIELDS, "pressure", "restart", "safety", "models")
 
 
 def default_config_path() -> Path:
@@ -235,6 +267,18 @@ def _pressure_from(flat: Mapping[str, float]) -> PressureConfig:
                           flat["return_wait_s"])
 
 
+def _safety_from(flat: Mapping[str, Any]) -> SafetyConfig:
+    return SafetyConfig(**{k: flat[k] for k in SAFETY_FIELDS})
+
+
+def _safety_fallback(keys: Iterable[str | None]) -> str:
+    """What a bad ``[safety]`` setting falls back to (a limit left out comes from the card
+    or the built-in table)."""
+    shown = [f"{k} = {SAFETY_DEFAULTS_SHOWN[k]}" for k in keys
+             if k is not None and k in SAFETY_DEFAULTS_SHOWN]
+    return f"; using the default {', '.join(shown)}" if shown else "; ignored"
+
+
 def _fallback(defaults: Mapping[str, Any], keys: Iterable[str | None]) -> str:
     """What a bad setting falls back to: "; using the default k = v" ("; ignored" when
     the key is not a setting)."""
@@ -274,11 +318,13 @@ class _Parser:
         pressure = _pressure_from(self.pressure(self.section(data, "pressure")))
         restart_table = self.section(data, "restart")
         restart = self.restart(restart_table)
+        safety = _safety_from(self.safety(self.section(data, "safety")))
         models = tuple(m for m in self.models(data.get("models", [])) if m is not None)
         binary = top_settings["llama_server"]
         config = Config(models, pressure, RestartConfig(**restart),
                         top_settings["sample_interval_s"], self.doc.source,
-                        None if binary is None else self.base_dir / _expand(binary))
+                        None if binary is None else self.base_dir / _expand(binary),
+                        safety=safety)
         return config, sorted(self.problems, key=lambda p: p.line or 0)
 
     def section(self, data: Mapping[str, object], name: str) -> Table:
@@ -317,6 +363,22 @@ class _Parser:
                 self.doc.check_order(Table(values, table.line, table.where), pair)
             except TomlProblem as exc:
                 self.report([exc], None, _fallback(defaults, pair))
+                values |= {k: defaults[k] for k in pair}
+        return values
+
+    def safety(self, table: Table) -> dict[str, Any]:
+        """The ``[safety]`` settings; a bad one keeps its default, a warn level that is
+        not below its hard level resets both."""
+        defaults = {f.name: getattr(SafetyConfig(), f.name) for f in fields(SafetyConfig)}
+        good, problems = self.doc.checked(table, SAFETY_FIELDS)
+        for problem in problems:
+            self.report([problem], None, _safety_fallback([problem.field]))
+        values = {**defaults, **{k: SAFETY_FIELDS[k].normalize(v) for k, v in good.items()}}
+        for pair in SAFETY_ORDER:
+            try:
+                self.doc.check_order(Table(values, table.line, table.where), pair)
+            except TomlProblem as exc:
+                self.report([exc], None, _safety_fallback(pair))
                 values |= {k: defaults[k] for k in pair}
         return values
 

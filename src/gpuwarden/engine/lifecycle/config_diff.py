@@ -27,13 +27,15 @@ from dataclasses import dataclass
 from gpuwarden.engine.lifecycle.config import (
     PRESSURE_FIELDS,
     RESTART_FIELDS,
+    SAFETY_FIELDS,
     TOP_FIELDS,
     Config,
     ConfigProblem,
     ModelConfig,
 )
 
-SETTINGS: tuple[str, ...] = ("pressure", "restart", "sample_interval_s", "llama_server")
+SETTINGS: tuple[str, ...] = ("pressure", "restart", "safety", "sample_interval_s",
+                             "llama_server")
 _SETTING_NAMES = {"sample_interval_s": "sample interval", "llama_server": "llama-server path"}
 # How tomlcheck.read_text and TomlDoc.load word a file that yields nothing at all.
 _UNUSABLE_PREFIXES = ("cannot read:", "invalid TOML:")
@@ -41,6 +43,7 @@ _UNNAMED = re.compile(r"models\[\d+\]")  # how config.py labels an entry with no
 _SETTING_OF: dict[str, str] = {
     **dict.fromkeys((*PRESSURE_FIELDS, "pressure"), "pressure"),
     **dict.fromkeys((*RESTART_FIELDS, "restart"), "restart"),
+    **dict.fromkeys((*SAFETY_FIELDS, "safety"), "safety"),
     **{key: key for key in TOP_FIELDS},
 }
 
@@ -91,7 +94,7 @@ def diff_configs(old: Config, new: Config, problems: Sequence[ConfigProblem]) ->
     config = dataclasses.replace(new, models=models)
     for group in _broken_settings(problems):  # a typo must not change how models are run
         config = dataclasses.replace(config, **{group: getattr(old, group)})
-        kept.append(f"[{group}]" if group in ("pressure", "restart") else group)
+        kept.append(f"[{group}]" if group in ("pressure", "restart", "safety") else group)
 
     added = tuple(m for m in models if old.model(m.name) is None)
     removed = tuple(m.name for m in old.models if config.model(m.name) is None)

@@ -17,15 +17,18 @@ from dataclasses import dataclass, replace
 from gpuwarden.engine.clock import Clock
 from gpuwarden.engine.events import (
     CrashKind,
+    EmergencyStop,
     EventBus,
     LoadReason,
     ModelCrashed,
     ModelLoading,
     ModelOffloaded,
     ModelReady,
+    ModelRefused,
     ModelRestartExhausted,
     ModelRestartScheduled,
     ModelUnloaded,
+    ModelWaiting,
     OffloadReason,
     SwapEvicted,
     SwapRestored,
@@ -54,7 +57,15 @@ from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib, free_vram_mib
 from gpuwarden.engine.lifecycle.hint_keeper import HintKeeper
 from gpuwarden.engine.lifecycle.hints import HintStore
 from gpuwarden.engine.lifecycle.pressure_monitor import PressureMonitor
+from gpuwarden.engine.lifecycle.safety_guard import (
+    Held,
+    blocking,
+    emergency_victims,
+    throttle,
+    uses_gpu,
+)
 from gpuwarden.engine.lifecycle.state import CrashRecord, Device, ModelState, initial_state
+from gpuwarden.engine.safety.verdict import SafetyMonitor
 from gpuwarden.engine.telemetry.snapshot import Snapshot, measured_vram_mib
 
 log = logging.getLogger(__name__)
@@ -103,6 +114,8 @@ class ManagerCore:
         self._snapshot: Snapshot | None = None
         self._wake: Callable[[], None] = _nothing
         self.pressure = PressureMonitor(config.pressure, bus)
+        self.safety = SafetyMonitor()
+        self._held: dict[str, Held] = {}  # loads waiting for a GPU to cool down
         self._hints = HintKeeper(hints, bus, clock)
         self._states = self._hints.restore(self._states)
 
@@ -201,13 +214,21 @@ class ManagerCore:
         if backend is None:
             log.error("no %s backend for %s", s.config.backend, s.name)
             return
-        self._next_instance += 1
         device, layers = resolve(load.placement, s.config, self._has_gpu(s.config.gpu))
-        launch = Launch(s.config, device, layers, self._next_instance)
+        verdicts = self.safety.verdicts()
+        block = blocking(verdicts, s.config.gpu, uses_gpu(device))
+        if block is not None:
+            self._hold(s, load, block.reason)
+            return
+        self._held.pop(s.name, None)
+        self._next_instance += 1
+        launch = Launch(s.config, device, layers, self._next_instance,
+                        throttle=throttle(verdicts, s.config.gpu, uses_gpu(device)))
         self._put(
             replace(
                 s,
                 device="loading",
+                waiting_for=None,
                 placement=load.placement,
                 instance=launch.instance,
                 loaded_at=self._clock.time(),
@@ -221,6 +242,55 @@ class ManagerCore:
         backend.start(
             launch, self._on_ready_cb(s.name), self._on_exit, self._on_activity_cb(s.name)
         )
+
+    def _hold(self, s: ModelState, load: Load, reason: str) -> None:
+        """Keep ``load`` until the GPU has cooled down (or refuse it after the time-out)."""
+        now = self._clock.time()
+        held = self._held.get(s.name)
+        since = held.since if held is not None else now
+        self._held[s.name] = Held(load, since, since + self._cfg.safety.cooldown_timeout_s,
+                                  reason)
+        self._put(replace(s, waiting_for=reason))
+        if held is None:
+            self._bus.publish(ModelWaiting(model=s.name, reason=reason))
+
+    def _release_held(self, now: float) -> None:
+        """Start the held loads whose GPU is cool again; refuse those that waited too long."""
+        for name, held in list(self._held.items()):
+            s = self._states.get(name)
+            if s is None or s.user_unloaded or s.live:
+                del self._held[name]
+                if s is not None:
+                    self._put(replace(s, waiting_for=None))
+            elif now >= held.until:
+                del self._held[name]
+                self._put(replace(s, waiting_for=None))
+                waited = round(now - held.since)
+                self._bus.publish(ModelRefused(
+                    model=name, message=f"not loaded after waiting {waited} s: {held.reason}"))
+            else:
+                self._start(held.load)  # held again (quietly) while still too hot
+
+    def _apply_safety(self, snap: Snapshot) -> None:
+        """Judge the sample against the limits; an abort stops its models at once."""
+        calm = replace(snap, host=replace(snap.host, cpu_pct=self.pressure.cpu_average()))
+        for change in self.safety.check(calm, self._cfg.safety):
+            self._bus.publish(change.event())
+            verdict = change.verdict
+            if verdict.kind == "abort":
+                self._emergency_stop(verdict.gpu, verdict.reason)
+        self._release_held(self._clock.time())
+
+    def _emergency_stop(self, gpu: int | None, reason: str) -> list[str]:
+        names = emergency_victims(self._states, gpu)
+        for name in names:
+            self._held.pop(name, None)
+            self._put(replace(self._states[name], user_unloaded=True, restart_at=None,
+                              home=None, return_after=None, waiting_for=None))
+            self._stop(name, Stopping("safety"))
+        self._bus.publish(EmergencyStop(scope="host" if gpu is None else "gpu", gpu=gpu,
+                                        reason=reason, models=tuple(names)))
+        return names
 
     def _announce_loading(self, name: str, device: str, layers: int,
                           reason: LoadReason) -> None:

@@ -11,7 +11,7 @@ that carries them out is in ``core``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -31,6 +31,7 @@ from gpuwarden.engine.lifecycle.core import AdminResult, Attach, ManagerCore, de
 from gpuwarden.engine.lifecycle.estimate import resolve
 from gpuwarden.engine.lifecycle.pressure import PressureKey
 from gpuwarden.engine.lifecycle.state import ModelState, initial_state
+from gpuwarden.engine.safety.verdict import Verdict
 from gpuwarden.engine.telemetry.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ class LifecycleManager(ManagerCore):
         with self._lock:
             return self._states[name]
 
+    def safety_verdicts(self) -> Mapping[str, Verdict]:
+        with self._lock:
+            return self.safety.verdicts()
+
     def next_deadline(self) -> float | None:
         """When (wall clock) the manager next needs :meth:`tick`: a restart due, a load
         that times out, a simulated model that becomes ready."""
@@ -80,6 +85,7 @@ class LifecycleManager(ManagerCore):
             for backend in self._backends.values():
                 backend.poll(now)
             self._update_measured(snap)
+            self._apply_safety(snap)
             self._apply_all(self.pressure.check(snap, self._states, now, self._can_offload))
             self._apply_all(policy.idle_actions(self._states, now))
             self._apply_all(
@@ -144,6 +150,8 @@ class LifecycleManager(ManagerCore):
                               home=None, return_after=None,
                               consecutive_crashes=0 if s.gave_up else s.consecutive_crashes))
             self._apply_all(plan)
+            if (held := self._held.get(name)) is not None:
+                return AdminResult(True, f"{name} will load once it is safe: {held.reason}")
             swapped = [a.model for a in plan if isinstance(a, Unload)]
             also = f" (unloading {', '.join(swapped)} to make room)" if swapped else ""
             return AdminResult(True, f"loading {name}{also}")
@@ -166,8 +174,9 @@ class LifecycleManager(ManagerCore):
                 return err
             s = self._states[name]
             self._put(replace(s, user_unloaded=True, restart_at=None, displaced_by=None,
-                              home=None, return_after=None))
+                              home=None, return_after=None, waiting_for=None))
             self._waiting.pop(name, None)
+            self._held.pop(name, None)
             if not s.live:
                 return AdminResult(True, f"{name} is not loaded")
             self._stop(name, Stopping("user"))
@@ -262,6 +271,17 @@ class LifecycleManager(ManagerCore):
                 "or serving)"
             return AdminResult(True, f"{'; '.join(said)}: about {freed:.0f} MiB freed on "
                                      f"GPU {gpu}{short}")
+
+    def emergency_stop(self, gpu: int | None = None,
+                       reason: str = "asked for by hand") -> AdminResult:
+        """Stop every model on ``gpu`` (None: every model) now; none restarts by itself."""
+        with self._locked():
+            if gpu is not None and not self._has_gpu(gpu):
+                return AdminResult(False, f"there is no GPU {gpu}")
+            names = self._emergency_stop(gpu, reason)
+            where = "every GPU" if gpu is None else f"GPU {gpu}"
+            stopped = ", ".join(names) if names else "nothing was running"
+            return AdminResult(True, f"emergency stop on {where}: {stopped}")
 
     def notify_access(self, name: str) -> None:
         with self._locked():

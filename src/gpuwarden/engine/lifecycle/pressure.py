@@ -119,6 +119,14 @@ class CpuAverage:
     _last: float | None = None
     _skipped_first: bool = False
 
+    @property
+    def value(self) -> float | None:
+        """The average so far; None until ``tau_s`` of readings have been seen."""
+        if self._value is None or self._since is None or self._last is None or \
+                self._last - self._since < self.tau_s:
+            return None
+        return self._value
+
     def feed(self, level: Level, now: float) -> Level | None:
         if not self._skipped_first:  # measured over the start-up itself: meaningless
             self._skipped_first = True

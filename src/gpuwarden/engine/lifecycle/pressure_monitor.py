@@ -31,6 +31,11 @@ class PressureMonitor:
         self._last_alert: dict[str, float] = {}
         self._cpu = CpuAverage()
 
+    def cpu_average(self) -> float | None:
+        """CPU use averaged over 10 s (None until there is such an average): a spike is
+        neither pressure nor a reason to throttle."""
+        return self._cpu.value
+
     def configure(self, cfg: PressureConfig) -> None:
         """New thresholds (a reloaded config): judged from the next sample on."""
         self._cfg = cfg

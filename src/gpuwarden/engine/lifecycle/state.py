@@ -61,6 +61,7 @@ class ModelState:
     return_after: float | None = None  # not before this time
     return_wait_s: float = 0.0  # the wait before the last return (doubles when it flaps)
     returned_at: float | None = None  # when it last went back to the GPU
+    waiting_for: str | None = None  # a load held until the GPU cools down: why
 
     @property
     def name(self) -> str:

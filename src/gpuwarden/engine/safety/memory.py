@@ -53,4 +53,7 @@ class MemoryPlan:
         on_host = self.layers - n
         weights = sum(self.layer_weights_mib[: on_host]) + self.host_only_mib
         output = 0.0 if n == self.layers else self.output_mib
-        return weights + output + on_host * self.kv_per_layer_mib + self.compute_host_mib
+        # With nothing offloaded the CPU runs every op: the larger (main) compute buffer.
+        compute = max(self.compute_gpu_mib, self.compute_host_mib) if n == 0 \
+            else self.compute_host_mib
+        return weights + output + on_host * self.kv_per_layer_mib + compute

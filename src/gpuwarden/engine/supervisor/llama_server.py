@@ -33,6 +33,7 @@ from gpuwarden.engine.lifecycle.backend import (
 )
 from gpuwarden.engine.lifecycle.crash import DeathReport
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib
+from gpuwarden.engine.lifecycle.safety_guard import parallel_slots
 from gpuwarden.engine.supervisor import http
 from gpuwarden.engine.supervisor.locate import find_llama_server
 from gpuwarden.engine.supervisor.oom import OomWatch
@@ -61,7 +62,8 @@ def server_argv(binary: Path, launch: Launch, port: int, api_key: str) -> list[s
     return [str(binary), "--model", str(cfg.path), "--host", "127.0.0.1", "--port", str(port),
             "--api-key", api_key, "--n-gpu-layers", str(launch.gpu_layers),
             "--ctx-size", str(cfg.context_size), "--metrics", "--no-webui", "--alias", cfg.name,
-            *(("--threads", str(cfg.threads)) if cfg.threads else ()), *cfg.args]
+            *(("--threads", str(cfg.threads)) if cfg.threads else ()), *cfg.args,
+            *_throttled(launch)]
 
 
 @dataclass
@@ -381,6 +383,13 @@ class LlamaServerBackend:
         with self._lock:
             server = self._servers.get(name)
         return server if server is not None and server.launch.instance == instance else None
+
+
+def _throttled(launch: Launch) -> tuple[str, ...]:
+    """Fewer parallel slots while the safety verdict asks to reduce intensity (after the
+    config's own arguments, so it wins)."""
+    slots = parallel_slots(launch.config.args, launch.throttle)
+    return () if slots is None else ("--parallel", str(slots))
 
 
 def _safe(name: str) -> str:

@@ -1,4 +1,5 @@
-"""Where the llama-server binary is: the config's path, then PATH, then our build cache."""
+"""Where the llama-server binary is: the config's path, then PATH, then our build cache;
+and llama.cpp's ``llama-fit-params`` (built beside it), which projects a launch's memory."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from gpuwarden.engine import paths
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+FIT_PARAMS = "llama-fit-params"  # tools/fit-params: same sources, same build, same folder
 HOW_TO_GET = (
     "build it once with `gpuwarden setup llama-server` (about 5 minutes), put llama-server "
     "on PATH, or set `llama_server = \"/path/to/llama-server\"` in the config"
@@ -32,6 +34,27 @@ def cached_llama_server(version: str = LLAMA_CPP_PYTHON_VERSION,
                         flavour: str = "cpu") -> Path | None:
     path = llama_server_cache_dir(version, flavour) / "llama-server"
     return path if _usable(path) else None
+
+
+def cached_fit_params(version: str = LLAMA_CPP_PYTHON_VERSION,
+                      flavour: str = "cpu") -> Path | None:
+    path = llama_server_cache_dir(version, flavour) / FIT_PARAMS
+    return path if _usable(path) else None
+
+
+def find_fit_params(llama_server: Path | None = None) -> Path | None:
+    """llama.cpp's fit tool: beside the llama-server binary in use (same version, so the
+    same projection), then our build cache; None when there is none (never raises). Not
+    PATH: a stray fit tool of another version would price another llama.cpp."""
+    if llama_server is not None:
+        beside = llama_server.parent / FIT_PARAMS
+        if _usable(beside):
+            return beside
+    for flavour in ("cuda", "cpu"):
+        cached = cached_fit_params(flavour=flavour)
+        if cached is not None:
+            return cached
+    return None
 
 
 def find_llama_server(configured: Path | None = None) -> Path:
