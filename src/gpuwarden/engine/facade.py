@@ -42,12 +42,15 @@ from gpuwarden.engine.lifecycle.config_diff import ConfigDiff, describe, diff_co
 from gpuwarden.engine.lifecycle.core import AdminResult
 from gpuwarden.engine.lifecycle.hints import HintStore, default_hints_path
 from gpuwarden.engine.lifecycle.manager import LifecycleManager
+from gpuwarden.engine.lifecycle.planning import Planner
 from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
 from gpuwarden.engine.paths import data_dir
 from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
+from gpuwarden.engine.safety.overhead import OverheadBook
 from gpuwarden.engine.safety.verdict import Verdict
 from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
 from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, gpu_layers_of
+from gpuwarden.engine.supervisor.locate import find_fit_params
 from gpuwarden.engine.supervisor.registry import (
     ServerRecord,
     ServerRegistry,
@@ -72,6 +75,7 @@ class ServicePaths:
     hints: Path | None
     logs: Path | None = None  # model server logs; None: <data folder>/logs
     registry: Path | None = None  # servers we started, for adoption; None: none kept
+    overhead: Path | None = None  # the learned CUDA overhead per GPU; None: in memory only
 
 
 def _configured_llama_server() -> Path | None:
@@ -81,7 +85,8 @@ def _configured_llama_server() -> Path | None:
 
 def default_service_paths() -> ServicePaths:
     return ServicePaths(journal=default_journal_path(), hints=default_hints_path(),
-                        registry=default_registry_path())
+                        registry=default_registry_path(),
+                        overhead=data_dir() / "gpu-overhead.json")
 
 
 class Engine:
@@ -116,8 +121,11 @@ class Engine:
         self._hints = HintStore(paths.hints, self._clock) if paths.hints is not None else None
         self.startup_problems += [str(p) for p in
                                   (self._hints.load() if self._hints is not None else [])]
+        overhead = OverheadBook(paths.overhead, self._clock)
+        self.startup_problems += overhead.load()
         self._manager = LifecycleManager(config, backends, bus=self._bus, clock=self._clock,
-                                         hints=self._hints, measure=self._measure)
+                                         hints=self._hints, measure=self._measure,
+                                         planner=Planner(overhead, fit_tool=self._fit_tool))
         self._manager.set_waker(self._wake)
         self._sampler.subscribe(self._manager.on_snapshot)
         sim = self._simulated_probe()
@@ -350,6 +358,14 @@ class Engine:
             if self._manager.adopt(record.model, gpu_layers_of(record.cmdline), attach):
                 adopted.append(record.model)
         return adopted
+
+    def _fit_tool(self) -> Path | None:
+        """llama.cpp's fit tool beside the llama-server that would run (None: not built)."""
+        try:
+            server: Path | None = self._llama_server.find_binary()
+        except FileNotFoundError:
+            server = None
+        return find_fit_params(server)
 
     def _simulated_probe(self) -> SimulatedProbe | None:
         probe = self._sampler.gpu_probe

@@ -191,6 +191,7 @@ SAFETY_FIELDS: Mapping[str, FieldSpec] = {
     "ram_pct": number(1, 100),
     "cooldown_margin_c": number(0, 50),
     "cooldown_timeout_s": number(0, 86400),
+    "vram_margin_mib": number(0, 1 << 20),
 }
 # What a safety limit left out means, as a problem message says it.
 SAFETY_DEFAULTS_SHOWN: Mapping[str, str] = {
@@ -208,6 +209,7 @@ SAFETY_DEFAULTS_SHOWN: Mapping[str, str] = {
     "ram_pct": fmt_num(safety_limits.DEFAULT_RAM_PCT),
     "cooldown_margin_c": fmt_num(safety_limits.DEFAULT_COOLDOWN_MARGIN_C),
     "cooldown_timeout_s": fmt_num(safety_limits.DEFAULT_COOLDOWN_TIMEOUT_S),
+    "vram_margin_mib": fmt_num(safety_limits.DEFAULT_VRAM_MARGIN_MIB),
 }
 TOP_FIELDS: Mapping[str, FieldSpec] = {"sample_interval_s": number(0.25, 10),
                                        "llama_server": string()}

@@ -56,6 +56,7 @@ from gpuwarden.engine.lifecycle.config import Config, ModelConfig
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib, free_vram_mib, resolve
 from gpuwarden.engine.lifecycle.hint_keeper import HintKeeper
 from gpuwarden.engine.lifecycle.hints import HintStore
+from gpuwarden.engine.lifecycle.planning import Planner
 from gpuwarden.engine.lifecycle.pressure_monitor import PressureMonitor
 from gpuwarden.engine.lifecycle.safety_guard import (
     Held,
@@ -97,12 +98,14 @@ class ManagerCore:
         estimate: policy.Estimate = estimate_vram_mib,
         hints: HintStore | None = None,
         measure: Measure | None = None,
+        planner: Planner | None = None,
     ) -> None:
         self._cfg = config
         self._backends = dict(backends)
         self._bus = bus
         self._clock = clock
-        self._estimate = estimate
+        self._planner = planner
+        self._estimate = planner.estimate if planner is not None else estimate
         self._measure = measure
         self._lock = threading.RLock()
         self._states: dict[str, ModelState] = {m.name: initial_state(m) for m in config.models}
@@ -330,6 +333,8 @@ class ManagerCore:
                     ready_since=self._clock.time(),
                     vram_est_mib=0.0 if device == "cpu" else s.vram_est_mib)
         self._put(s)
+        if measured and self._planner is not None:  # what CUDA itself costs on this GPU
+            self._planner.learn(s.config, s.gpu_layers or s.config.layers, measured)
         self._bus.publish(ModelReady(model=s.name, placement=describe(device, s.gpu_layers or 0),
                                      vram_mib=measured, vram_est_mib=s.vram_est_mib,
                                      ram_mib=fp.ram_mib))

@@ -142,8 +142,16 @@ class LifecycleManager(ManagerCore):
                                           "has stopped")
             if (refused := self._cannot_load(s)) is not None:
                 return refused
+            planner = self._planner
+            margin = self._cfg.safety.vram_margin_mib
+
+            def layers_that_fit(free: float) -> int:
+                return planner.max_layers(s.config, free, margin) if planner else 0
+
             plan = policy.plan_load(self._states, name, self._free_vram().get(s.config.gpu),
-                                    self._clock.time(), self._estimate, reason)
+                                    self._clock.time(), self._estimate, reason,
+                                    margin_mib=margin if planner else 0.0,
+                                    max_layers=layers_that_fit)
             if isinstance(plan, Refusal):
                 return AdminResult(False, plan.message)
             self._put(replace(s, user_unloaded=False, gave_up=False, restart_at=None,
@@ -157,6 +165,8 @@ class LifecycleManager(ManagerCore):
             return AdminResult(True, f"loading {name}{also}")
 
     def _cannot_load(self, s: ModelState) -> AdminResult | None:
+        if self._planner is not None and (problem := self._planner.problem(s.config)):
+            return AdminResult(False, f"{s.name} cannot be loaded: {problem}")
         if s.config.backend not in self._backends:
             return AdminResult(False, f"the {s.config.backend} backend is not available in "
                                       f"this version of gpuwarden, so {s.name} cannot load")

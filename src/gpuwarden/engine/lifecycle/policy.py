@@ -79,10 +79,12 @@ def ram_relief(states: States, need_mib: float, now: float) -> list[Action]:
 
 def plan_load(
     states: States, name: str, free_mib: float | None, now: float, estimate: Estimate,
-    reason: LoadReason = "user",
+    reason: LoadReason = "user", *, margin_mib: float = 0.0,
+    max_layers: Callable[[float], int] | None = None,
 ) -> list[Action] | Refusal:
-    """Load ``name`` if it fits; else swap out the lowest-priority, least recent GPU models
-    that free enough; else (placement auto) fall back to the CPU; else refuse."""
+    """Load ``name`` if it fits with ``margin_mib`` to spare; else swap out the
+    lowest-priority, least recent GPU models that free enough; else (placement auto) as
+    many layers as fit on the GPU (``max_layers``), or the CPU; else refuse."""
     state = states[name]
     if state.live:
         return Refusal(name, f"{name} is already {state.device}")
@@ -90,19 +92,20 @@ def plan_load(
     if placement == "cpu" or free_mib is None:
         return [Load(name, placement, reason)]
     need = estimate(state.config, placement)
-    if need <= free_mib:
+    if need + margin_mib <= free_mib:
         return [Load(name, placement, reason)]
-    victims = _swap_victims(states, state, need - free_mib, now)
+    victims = _swap_victims(states, state, need + margin_mib - free_mib, now)
     if victims is not None:
         evict: list[Action] = [Unload(v, "swap", for_model=name) for v in victims]
         return [*evict, Load(name, placement, reason)]
     if placement == "auto":
-        return [Load(name, "cpu", reason)]
+        layers = max_layers(free_mib) if max_layers is not None else 0
+        return [Load(name, layers if layers >= 1 else "cpu", reason)]
     return Refusal(
         name,
-        f"{name} needs about {need:.0f} MiB of VRAM on GPU {state.config.gpu} but only "
-        f"{free_mib:.0f} MiB is free, and unloading every model that may be unloaded "
-        "would not free enough",
+        f"{name} needs about {need:.0f} MiB of VRAM on GPU {state.config.gpu} (CUDA "
+        f"overhead included) plus a {margin_mib:.0f} MiB margin, but only {free_mib:.0f} "
+        "MiB is free, and unloading every model that may be unloaded would not free enough",
     )
 
 

@@ -35,6 +35,7 @@ DEFAULT_CPU_PCT = 95.0
 DEFAULT_RAM_PCT = 85.0
 DEFAULT_COOLDOWN_MARGIN_C = 5.0
 DEFAULT_COOLDOWN_TIMEOUT_S = 300.0
+DEFAULT_VRAM_MARGIN_MIB = 512.0
 
 # How the card's own thresholds become limits.
 CARD_TEMP_WARN_BELOW_C = 5.0  # warn this many degrees under the card's slowdown temperature
@@ -68,6 +69,7 @@ class SafetyConfig:
     ram_pct: float | None = None
     cooldown_margin_c: float = DEFAULT_COOLDOWN_MARGIN_C
     cooldown_timeout_s: float = DEFAULT_COOLDOWN_TIMEOUT_S
+    vram_margin_mib: float = DEFAULT_VRAM_MARGIN_MIB  # the pre-flight keeps this much free
 
     def __post_init__(self) -> None:
         for low_key, high_key in SAFETY_ORDER:
