@@ -6,9 +6,12 @@ Prints:
      step with nothing due;
   2. the round trip of one command from the UI thread to the engine thread and back,
      through the window's EngineBridge (offscreen Qt), the engine idle with a few
-     simulated models.
+     simulated models;
+  3. the cost of evaluating every safety limit for one sample: SafetyMonitor.check on a
+     snapshot of 8 simulated GPUs and the host.
 
     QT_QPA_PLATFORM=offscreen python bench/engine.py [--steps 2000] [--requests 500]
+        [--checks 20000]
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from gpuwarden.engine.clock import FakeClock
 from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import Config, ModelConfig
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
+from gpuwarden.engine.safety.limits import SafetyConfig
+from gpuwarden.engine.safety.verdict import SafetyMonitor
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
-from gpuwarden.engine.telemetry.snapshot import HostSample
+from gpuwarden.engine.telemetry.snapshot import HostSample, Snapshot
 
 GIB = 1024.0
 MODELS = 100
@@ -38,6 +43,14 @@ INTERVAL_S = 1.0
 class _Host:
     def sample(self, now: float) -> HostSample:
         return HostSample(cpu_pct=20.0, ram_used_mib=8 * GIB, ram_total_mib=64 * GIB)
+
+
+class _HostWithTemp:
+    """A host that reads every value a host limit is kept on (CPU temperature included)."""
+
+    def sample(self, now: float) -> HostSample:
+        return HostSample(cpu_pct=20.0, ram_used_mib=8 * GIB, ram_total_mib=64 * GIB,
+                          cpu_temp_c=55.0)
 
 
 def _models(n: int, rng: random.Random) -> tuple[ModelConfig, ...]:
@@ -150,10 +163,44 @@ def bridge_round_trip_ms(requests: int, tmp: Path) -> list[float]:
     return times
 
 
+SAFETY_GPUS = 8
+SAFETY_SNAPSHOTS = 100
+
+
+def safety_check_us(calls: int) -> list[float]:
+    """Times of one SafetyMonitor.check (every GPU limit of 8 simulated GPUs, then the
+    host's), in microseconds. The snapshots are 100 successive samples of 8 idle simulated
+    cards (every reading known, changing a little with the simulator's noise), checked in
+    turn with the default [safety] table (so the cards' own thresholds); the monitor keeps
+    its state between calls, as the lifecycle manager's does, so no verdict changes."""
+    clock = FakeClock()
+    probe = SimulatedProbe(count=SAFETY_GPUS)
+    sampler = Sampler(probe, _HostWithTemp(), clock=clock, interval_s=INTERVAL_S)
+    snaps: list[Snapshot] = []
+    for _ in range(SAFETY_SNAPSHOTS):
+        clock.advance(INTERVAL_S)
+        snaps.append(sampler.tick())
+    sampler.close()
+    assert all(len(s.gpus) == SAFETY_GPUS for s in snaps)
+    monitor = SafetyMonitor()
+    cfg = SafetyConfig()
+    for snap in snaps:  # warm-up: every verdict known
+        monitor.check(snap, cfg)
+    times: list[float] = []
+    clock_ns = time.perf_counter_ns
+    for i in range(calls):
+        snap = snaps[i % SAFETY_SNAPSHOTS]
+        start = clock_ns()
+        monitor.check(snap, cfg)
+        times.append((clock_ns() - start) / 1000.0)
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--checks", type=int, default=20000)
     args = parser.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     tmp = Path(tempfile.mkdtemp(prefix="gpuwarden-bench-"))
@@ -169,6 +216,10 @@ def main() -> int:
     print(f"command round trip UI -> engine thread -> UI (EngineBridge, set_priority), "
           f"{len(trips)} requests: median {statistics.median(trips):.2f} ms, p90 "
           f"{_pct(trips, 0.9):.2f} ms, max {max(trips):.2f} ms   [target: median < 5 ms]")
+    checks = safety_check_us(args.checks)
+    print(f"SafetyMonitor.check, {SAFETY_GPUS} simulated GPUs + host, every limit, "
+          f"{len(checks)} calls: median {statistics.median(checks):.1f} us, p99 "
+          f"{_pct(checks, 0.99):.1f} us, max {max(checks):.1f} us   [target: well under 1 ms]")
     return 0
 
 

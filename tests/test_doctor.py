@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from gpuwarden import doctor
+from gpuwarden.engine.runtime import TelemetryOptions, take_snapshot
 from gpuwarden.engine.safety.capabilities import Capabilities, GpuCapability
+from gpuwarden.engine.telemetry.snapshot import HostSample, Snapshot
 
 GIB = 1024**3
 
@@ -26,6 +28,22 @@ def fake_caps(**kw: object) -> Capabilities:
         ram_total_bytes=64 * GIB, torch_note="torch is not installed (optional).")
     base.update(kw)
     return Capabilities(**base)  # type: ignore[arg-type]
+
+
+NO_DRIVER = "No NVIDIA GPU driver found (test)."
+
+
+@pytest.fixture(autouse=True)
+def no_gpu_unless_simulated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's GPUs never leak into a report: no GPU, unless --simulate asks for
+    simulated ones (read for real)."""
+    def snapshot(options: TelemetryOptions) -> Snapshot:
+        if options.simulate is not None:
+            return take_snapshot(options)
+        return Snapshot(ts=0.0, seq=0, gpu_source="none", gpus=(), host=HostSample(),
+                        gpu_note=NO_DRIVER)
+
+    monkeypatch.setattr(doctor, "take_snapshot", snapshot)
 
 
 def run(capsys: pytest.CaptureFixture[str], argv: list[str],
@@ -45,9 +63,8 @@ def test_text_report_is_printed_saved_and_its_path_printed_last(
     rc, out, err = run(capsys, [])
     assert rc == 0 and err == ""
     for heading in ("System", "NVIDIA", "PyTorch", "dtype policy", "llama-server", "Config",
-                    "Files"):
+                    "Files", "Limits"):
         assert f"\n{heading}" in out
-    assert "Limits" not in out  # the placeholder section is empty: no heading
     assert "GPU 0:   NVIDIA GeForce RTX 3090: compute capability 8.6, 24.0 GiB, bfloat16 yes" \
         in out
     assert "GPU 1:   Tesla T4: compute capability n/a, n/a, bfloat16 n/a" in out
@@ -76,7 +93,9 @@ def test_json_parses_and_names_the_saved_report(capsys: pytest.CaptureFixture[st
     assert report["llama_server"]["found"] in (True, False)
     assert report["files"]["data_dir"]["path"] == str(data_dir())
     assert report["files"]["journal"]["path"] == str(data_dir() / "events.jsonl")
-    assert report["limits"] == []
+    assert report["limits"]["gpus"] == []
+    assert report["limits"]["host"]["ram_pct"] == {"value": 85.0, "source": "default",
+                                                   "note": None}
     saved = Path(report["report_file"])
     assert saved.is_file() and "dtype policy" in saved.read_text()  # the text report
     assert err.strip() == f"report saved to {saved}"
@@ -190,13 +209,104 @@ def test_no_gpu_machine(capsys: pytest.CaptureFixture[str]) -> None:
     assert "bfloat16 -> float32" in out
 
 
-def test_limits_heading_only_when_the_section_has_lines(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    assert doctor.limits_section() == []
-    monkeypatch.setattr(doctor, "limits_section", lambda: ["GPU 0: 83 C slowdown"])
+def test_limits_heading_only_when_the_section_has_lines() -> None:
+    assert doctor.limits_section(None) == []
+    assert doctor.limits_section({}) == []
+
+
+def test_limits_without_a_gpu_are_the_hosts(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run(capsys, [])
     assert rc == 0
-    assert "\nLimits\n  GPU 0: 83 C slowdown\n" in out
+    section = out[out.index("\nLimits"):]
+    assert "\n  no GPU found: only the host's limits apply\n" in section
+    assert NO_DRIVER in section
+    assert "GPU 0 (" not in section
+    for line in ("CPU temperature warn: 90 C       (default)",
+                 "CPU temperature hard: 95 C       (default)",
+                 "CPU use:              95 %       (default)",
+                 "RAM:                  85 %       (default)"):
+        assert f"\n    {line}\n" in section
+    assert "cooldown: 5 C under warn before loads go on; a load waits up to 300 s" in section
+    rc, out, _ = run(capsys, ["--json"])
+    limits = json.loads(out)["limits"]
+    assert limits["gpus"] == [] and limits["gpu_source"] == "none"
+    assert limits["gpu_note"].startswith("no GPU found") and limits["gpu_reason"] == NO_DRIVER
+    assert {v["source"] for v in limits["host"].values()} == {"default"}
+
+
+def test_limits_of_simulated_gpus_come_from_the_card(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(capsys, ["--simulate", "2", "--json"])
+    assert rc == 0
+    limits = json.loads(out)["limits"]
+    assert limits["gpu_source"] == "simulated" and limits["gpu_note"] is None
+    assert [g["gpu"] for g in limits["gpus"]] == [0, 1]
+    g = limits["gpus"][0]
+    assert g["temp_hard_c"] == {"value": 88.0, "source": "card", "note": "card slowdown"}
+    assert g["temp_warn_c"]["value"] == 83.0 and g["temp_warn_c"]["source"] == "card"
+    assert g["power_warn_w"]["value"] == pytest.approx(332.5)
+    assert g["power_hard_w"]["value"] == pytest.approx(367.5)
+    assert g["power_hard_w"]["source"] == "card" and "350 W" in g["power_hard_w"]["note"]
+    assert g["vram_pct"] == {"value": 90.0, "source": "default", "note": None}
+    rc, out, _ = run(capsys, ["--simulate"])
+    section = out[out.index("\nLimits"):]
+    assert "\n  GPU 0 (Simulated GPU 0)\n" in section and "GPU 1" not in section
+    assert "\n    temperature hard:     88 C       (card slowdown)\n" in section
+    assert "no GPU found" not in section
+
+
+def test_limits_from_the_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[safety]\ngpu_temp_hard_c = 80\nvram_pct = 75\ncpu_pct = 70\n"
+                   "ram_pct = 60\ncooldown_margin_c = 3\n")
+    rc, out, _ = run(capsys, ["--config", str(cfg), "--simulate", "--json"])
+    assert rc == 0
+    report = json.loads(out)
+    assert report["config"]["notes"] == []
+    limits = report["limits"]
+    g = limits["gpus"][0]
+    assert g["temp_hard_c"] == {"value": 80.0, "source": "config", "note": None}
+    # The card's warn (83 C) would be above the configured hard: derived from it instead.
+    assert g["temp_warn_c"] == {"value": 75.0, "source": "config",
+                                "note": "derived from gpu_temp_hard_c"}
+    assert g["power_hard_w"]["source"] == "card"
+    assert g["vram_pct"]["source"] == "config" and g["vram_pct"]["value"] == 75.0
+    host = limits["host"]
+    assert (host["cpu_pct"]["value"], host["cpu_pct"]["source"]) == (70.0, "config")
+    assert (host["ram_pct"]["value"], host["ram_pct"]["source"]) == (60.0, "config")
+    assert host["cpu_temp_hard_c"]["source"] == "default"
+    assert limits["cooldown_margin_c"] == 3.0
+    rc, out, _ = run(capsys, ["--config", str(cfg), "--simulate"])
+    assert "temperature warn:     75 C       (config: derived from gpu_temp_hard_c)" in out
+    assert "RAM:                  60 %       (config)" in out
+
+
+def test_bad_simulate_is_a_usage_error(capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run(capsys, ["--simulate", "99"])
+    assert exc.value.code == 2
+    assert "between 1 and 8" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[step]]\nat = 1\ngpu = 0\nnonsense = true\n")
+    rc, out, err = run(capsys, ["--simulate", str(bad)])
+    assert rc == 2 and out == ""
+    assert err.startswith("gpuwarden doctor: error: ") and str(bad) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_gpus_that_cannot_be_read_still_give_a_report(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(options: TelemetryOptions) -> Snapshot:
+        raise RuntimeError("NVML fell over")
+
+    monkeypatch.setattr(doctor, "take_snapshot", broken)
+    rc, out, _ = run(capsys, ["--json"])
+    assert rc == 0
+    limits = json.loads(out)["limits"]
+    assert limits["gpus"] == [] and limits["gpu_source"] is None
+    assert "NVML fell over" in limits["gpu_reason"]
+    assert limits["host"]["cpu_pct"]["value"] == 95.0
 
 
 def test_two_reports_in_one_second_are_both_kept() -> None:
@@ -207,12 +317,17 @@ def test_two_reports_in_one_second_are_both_kept() -> None:
     assert second != first and second.name.endswith("-2.txt")
 
 
-def test_real_inspection_never_raises(capsys: pytest.CaptureFixture[str]) -> None:
+def test_real_inspection_never_raises(capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """This machine as it is (real NVML, real torch if installed)."""
+    monkeypatch.setattr(doctor, "take_snapshot", take_snapshot)
     rc = doctor.main(["--json"])
     out, _ = capsys.readouterr()
     assert rc == 0
     report = json.loads(out)
     caps = report["capabilities"]
     assert caps["gpus"] or caps["gpu_note"]
+    limits = report["limits"]
+    assert limits["gpus"] or limits["gpu_note"]
+    assert limits["host"]["ram_pct"]["value"] > 0
     assert Path(report["report_file"]).is_file()

@@ -1,17 +1,51 @@
 """`gpuwarden estimate MODEL.gguf`, run in-process: verdicts, JSON, and one clear line
-(exit 2, no traceback) for every kind of bad input."""
+(exit 2, no traceback) for every kind of bad input; llama.cpp's projection (the real fit
+tool beside the real llama-server) first, the GGUF metadata when the tool is missing or
+fails, and `--source` to pick one."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gguf_factory import write_garbage, write_tiny_llama, write_truncated
 from gpuwarden import estimate_cmd
+from gpuwarden.engine.safety import fit_params
 from gpuwarden.engine.safety.gguf_plan import read_gguf
+from gpuwarden.engine.supervisor.locate import FIT_PARAMS, LlamaServerNotFound
 from gpuwarden.estimate_cmd import EXIT_DOES_NOT_FIT, EXIT_FITS, EXIT_USAGE, main
+
+
+@pytest.fixture(autouse=True)
+def no_fit_tool(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No llama.cpp fit tool unless a test gives one (a llama-server on PATH would
+    otherwise change which source prices the model); no projection cached across tests."""
+    monkeypatch.setattr(estimate_cmd, "find_fit_params", lambda server=None: None)
+    fit_params.clear_cache()
+    yield
+    fit_params.clear_cache()
+
+
+@pytest.fixture
+def fit_tool(llama_server_bin: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real llama-fit-params beside the real llama-server, as estimate finds it. Skipped
+    where it is not built, except in CI, where a missing tool is a failure."""
+    tool = llama_server_bin.parent / FIT_PARAMS
+    if not (tool.is_file() and os.access(tool, os.X_OK)):
+        message = f"{FIT_PARAMS} is not built beside {llama_server_bin}: run " \
+                  "`gpuwarden setup llama-server`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    monkeypatch.setattr(estimate_cmd, "find_llama_server", lambda configured=None:
+                        llama_server_bin)
+    monkeypatch.setattr(estimate_cmd, "find_fit_params", lambda server=None:
+                        tool if server == llama_server_bin else None)
+    return tool
 
 
 @pytest.fixture
@@ -163,3 +197,144 @@ def test_make_plan_is_the_metadata_plan(model: Path) -> None:
     q8 = estimate_cmd.make_plan(model, 1024, cache_type_k="q8_0", facts=facts)
     assert q8 == estimate_cmd.make_plan(model, 1024, cache_type_k="q8_0")
     assert q8.kv_per_layer_mib < plan.kv_per_layer_mib
+
+
+# -- llama.cpp's projection first, the metadata when there is none ------------------------
+
+
+@pytest.fixture
+def wider(tmp_path: Path) -> Path:
+    """Big enough that whole-MiB rounding does not hide the figures (about 50 MiB)."""
+    return write_tiny_llama(tmp_path / "wider.gguf", n_layers=4, n_embd=512, n_ff=1536,
+                            n_head=8, context_length=8192)
+
+
+def _total(plan: estimate_cmd.MemoryPlan, gpu_layers: int) -> float:
+    return plan.gpu_mib(gpu_layers) + plan.host_mib(gpu_layers)
+
+
+def _stored(plan: estimate_cmd.MemoryPlan) -> float:
+    return (sum(plan.layer_weights_mib) + plan.output_mib + plan.host_only_mib
+            + plan.kv_per_layer_mib * plan.layers)
+
+
+def test_both_sources_agree(wider: Path, fit_tool: Path) -> None:
+    facts = read_gguf(wider)
+    for ctx in (512, 4096):
+        ours = estimate_cmd.make_plan(wider, ctx, facts=facts, source="metadata")
+        theirs = estimate_cmd.make_plan(wider, ctx, facts=facts)  # auto: llama.cpp first
+        assert (ours.source, theirs.source) == ("metadata", "llama.cpp")
+        assert theirs.layers == ours.layers == facts.layers
+        assert theirs.context_size == ctx
+        # All of it, as a CPU build of llama.cpp (this one, in CI) allocates it...
+        assert abs(_total(theirs, 0) - _total(ours, 0)) < 4.0, ctx
+        # ...and the weights and KV cache wherever they go. (A CPU build projects no GPU
+        # compute buffer: compute is compared only where everything is on the host.)
+        assert abs(_stored(theirs) - _stored(ours)) < 4.0, ctx
+        # Each layer's weights in the file's proportions.
+        share = [b / facts.tensor_bytes for b in facts.layer_bytes]
+        assert theirs.layer_weights_mib[0] / theirs.layer_weights_mib[-1] == \
+            pytest.approx(share[0] / share[-1])
+        assert estimate_cmd.make_plan(wider, ctx, facts=facts, source="llama.cpp") == theirs
+    # The fit tool was asked for a full offload with the context and slots of the launch.
+    asked = fit_params.project(fit_tool, wider, context_size=4096, gpu_layers=facts.layers)
+    assert asked is not None
+    assert "--n-gpu-layers" in asked.argv and str(facts.layers) in asked.argv
+
+
+def test_llama_cpp_source_is_printed(wider: Path, fit_tool: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(wider), "--simulate"]) == EXIT_FITS
+    assert "figures from: llama.cpp (llama-fit-params)" in capsys.readouterr().out
+    assert main([str(wider), "--simulate", "--json"]) == EXIT_FITS
+    auto = json.loads(capsys.readouterr().out)
+    assert auto["source"] == "llama.cpp"
+    assert main([str(wider), "--simulate", "--json", "--source", "metadata"]) == EXIT_FITS
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["source"] == "metadata"
+    assert auto["gpu_layers"] == meta["gpu_layers"] == auto["total_layers"] == 4
+
+
+def test_metadata_source_never_runs_the_tool(
+    model: Path, fit_tool: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def no_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fit tool was run")
+
+    monkeypatch.setattr(fit_params, "project", no_run)
+    assert main([str(model), "--simulate", "--source", "metadata"]) == EXIT_FITS
+    assert "figures from: GGUF metadata" in capsys.readouterr().out
+
+
+def test_missing_tool_falls_back_on_the_metadata(
+    model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked: list[Path | None] = []
+
+    def none_here(server: Path | None = None) -> Path | None:
+        asked.append(server)
+        return None
+
+    monkeypatch.setattr(estimate_cmd, "find_fit_params", none_here)
+    assert estimate_cmd.make_plan(model, 1024).source == "metadata"
+    assert main([str(model), "--simulate"]) == EXIT_FITS
+    assert "figures from: GGUF metadata" in capsys.readouterr().out
+    assert asked
+    # Asked for llama.cpp by name: one clear line, exit 2.
+    line = _usage_error(capsys, [str(model), "--simulate", "--source", "llama.cpp"])
+    assert "llama-fit-params" in line and "--source metadata" in line
+
+
+def test_no_llama_server_still_looks_in_the_cache(
+    model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[Path | None] = []
+
+    def not_found(configured: Path | None = None) -> Path:
+        raise LlamaServerNotFound(["PATH"])
+
+    def none_here(server: Path | None = None) -> Path | None:
+        asked.append(server)
+        return None
+
+    monkeypatch.setattr(estimate_cmd, "find_llama_server", not_found)
+    monkeypatch.setattr(estimate_cmd, "find_fit_params", none_here)
+    assert estimate_cmd.make_plan(model, 1024).source == "metadata"
+    assert asked == [None]
+
+
+@pytest.mark.parametrize("script", [
+    "#!/bin/sh\necho 'failed to load model' >&2\nexit 1\n",  # fails
+    "#!/bin/sh\necho 'no table here'\nexit 0\n",  # answers nonsense
+])
+def test_failing_tool_falls_back_on_the_metadata(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], script: str,
+) -> None:
+    tool = tmp_path / FIT_PARAMS
+    tool.write_text(script)
+    tool.chmod(0o755)
+    monkeypatch.setattr(estimate_cmd, "find_fit_params", lambda server=None: tool)
+    assert estimate_cmd.make_plan(model, 1024).source == "metadata"
+    assert main([str(model), "--simulate", "--json"]) == EXIT_FITS
+    assert json.loads(capsys.readouterr().out)["source"] == "metadata"
+    _usage_error(capsys, [str(model), "--simulate", "--source", "llama.cpp"], "llama-fit-params")
+
+
+def test_a_bad_file_is_refused_before_the_tool_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fit tool was run")
+
+    monkeypatch.setattr(estimate_cmd, "find_fit_params", lambda server=None: tmp_path)
+    monkeypatch.setattr(fit_params, "project", no_run)
+    path = write_garbage(tmp_path / "g.gguf")
+    lines = {_usage_error(capsys, [str(path), "--simulate", "--source", source], str(path))
+             for source in ("auto", "llama.cpp", "metadata")}
+    assert len(lines) == 1  # the same refusal whichever source was asked for
+
+
+def test_bad_source(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _usage_error(capsys, [str(model), "--source", "guess"], "--source")

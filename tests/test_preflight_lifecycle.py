@@ -94,3 +94,53 @@ def test_the_plan_comes_from_llama_cpp_when_its_fit_tool_is_built(tmp_path: Path
     metadata = plan_from_gguf(path, 512)
     assert planned.source == "llama.cpp" and metadata.source == "metadata"
     assert planned.host_mib(0) == pytest.approx(metadata.host_mib(0), abs=3.0)
+
+
+TWO_GPUS_ONE_BUSY = """
+[simulation]
+gpus = 2
+[[simulation.gpu]]
+memory_total_mib = 24576
+[[simulation.gpu]]
+memory_total_mib = 12288
+
+[[step]]
+at = 1
+action = "vram_grab"
+owner = "game"
+mib = 20000
+"""
+
+
+def test_gpu_auto_loads_where_the_model_fits_best(tmp_path: Path):
+    from dataclasses import replace
+
+    auto = replace(model("m", vram_mib=6000.0, placement="gpu"), gpu_auto=True)
+    engine, clock, _ = engine_for(auto, tmp_path=tmp_path, scenario=TWO_GPUS_ONE_BUSY)
+    drive(engine, clock, 2.0)  # GPU 0: ~4 GB free; GPU 1 (smaller): ~12 GB free
+    result = engine.load("m")
+    assert result.ok and "on GPU 1, where it fits best" in result.message
+    drive(engine, clock, 1.0)
+    assert (row(engine, "m").gpu, row(engine, "m").device) == (1, "gpu")
+    engine.close()
+
+
+def test_gpu_auto_in_the_config_file():
+    from gpuwarden.engine.lifecycle.config import parse_config
+
+    config, problems = parse_config('[[models]]\nname = "m"\nbackend = "simulated"\n'
+                                    'gpu = "auto"\n')
+    assert problems == [] and config.models[0].gpu_auto
+    _, bad = parse_config('[[models]]\nname = "m"\nbackend = "simulated"\ngpu = "any"\n')
+    assert "one of: auto, or an integer from 0 to 63" in str(bad[0])
+
+
+def test_a_server_sees_only_its_own_gpu_and_none_on_the_cpu(tmp_path: Path):
+    from gpuwarden.engine.lifecycle.backend import Launch
+    from gpuwarden.engine.supervisor.llama_server import gpu_environment
+
+    cfg = ModelConfig(name="m", backend="llama-server", path=tmp_path / "m.gguf", gpu=1)
+    on_gpu = Launch(cfg, "gpu", 32, 1, gpu_uuid="GPU-1234")
+    assert gpu_environment(on_gpu) == {"CUDA_VISIBLE_DEVICES": "GPU-1234",
+                                       "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    assert gpu_environment(Launch(cfg, "cpu", 0, 1)) == {"CUDA_VISIBLE_DEVICES": ""}

@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--save", type=Path, metavar="PATH",
                         help="where to save the text report (default: the data folder)")
     _add_config_option(doctor, top=False)
+    _add_telemetry_options(doctor, top=False)
     estimate = sub.add_parser("estimate", add_help=False,
                               help="whether a GGUF model fits before it is loaded "
                                    "(gpuwarden estimate MODEL.gguf -h)")
@@ -187,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             from gpuwarden.doctor import main as doctor
 
+            simulated = args.simulate
             return doctor([*(["--json"] if args.json else []),
+                           *(["--simulate", str(simulated.scenario or simulated.count)]
+                             if simulated is not None else []),
                            *(["--save", str(args.save)] if args.save else []),
                            *(["--config", str(args.config)] if args.config else [])])
         if args.command == "estimate":

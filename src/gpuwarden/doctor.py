@@ -1,9 +1,11 @@
 """`gpuwarden doctor`: one report of what this machine can do and what gpuwarden needs.
 
 Capabilities (OS, driver, GPUs, torch, CPU, RAM), the dtype policy, llama-server, the
-config's problems, and the files gpuwarden writes. Printed as text (or ``--json``) and the
-text saved to the data folder as ``doctor-YYYYmmdd-HHMMSS.txt`` (or ``--save PATH``), whose
-path is printed last. Never imports Qt.
+config's problems, the files gpuwarden writes, and the safety limits in force per GPU and
+for the host with where each came from (the card, the config, the built-in table).
+Printed as text (or ``--json``) and the text saved to the data folder as
+``doctor-YYYYmmdd-HHMMSS.txt`` (or ``--save PATH``), whose path is printed last. Never
+imports Qt.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,29 @@ from gpuwarden import __version__
 from gpuwarden.engine import paths
 from gpuwarden.engine.atomic import atomic_write_text
 from gpuwarden.engine.journal import default_journal_path
+from gpuwarden.engine.runtime import (
+    SimulateSpec,
+    TelemetryOptions,
+    parse_simulate,
+    take_snapshot,
+)
 from gpuwarden.engine.safety.capabilities import Capabilities, inspect_capabilities
 from gpuwarden.engine.safety.dtype import DTYPES, select_safe_dtype
+from gpuwarden.engine.safety.limits import (
+    GpuLimits,
+    HostLimits,
+    Limit,
+    SafetyConfig,
+    gpu_limits,
+    host_limits,
+)
 from gpuwarden.engine.supervisor.locate import LlamaServerNotFound, find_llama_server
+from gpuwarden.engine.telemetry.scenario import ScenarioError
+from gpuwarden.engine.telemetry.snapshot import Snapshot
 from gpuwarden.startup import ConfigFileMissing, read_config
 
-__all__ = ["build_parser", "collect", "limits_section", "main", "render_text"]
+__all__ = ["build_parser", "collect", "collect_limits", "limits_section", "main",
+           "render_text"]
 
 EXIT_OK = 0
 EXIT_SAVE_FAILED = 1
@@ -47,12 +66,99 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", type=Path, metavar="PATH",
                    help="save the text report here (default: the data folder, "
                         "doctor-YYYYmmdd-HHMMSS.txt)")
+    p.add_argument("--simulate", nargs="?", const=SimulateSpec(), type=_simulate,
+                   metavar="N|SCENARIO",
+                   help="read the limits of simulated GPU(s) instead of NVML's: a count "
+                        "(1-8, default 1) or a scenario file")
     return p
 
 
-def limits_section() -> list[str]:
-    """Lines of the "Limits" section; none yet (no heading is printed when empty)."""
-    return []
+def _simulate(text: str) -> SimulateSpec:
+    try:
+        return parse_simulate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# -- limits --------------------------------------------------------------------------------
+
+# (JSON key, label, unit) of each limit, in the order they are printed.
+_GPU_LIMITS: tuple[tuple[str, str, str], ...] = (
+    ("temp_warn_c", "temperature warn", "C"),
+    ("temp_hard_c", "temperature hard", "C"),
+    ("power_warn_w", "power warn", "W"),
+    ("power_hard_w", "power hard", "W"),
+    ("vram_pct", "VRAM", "%"),
+)
+_HOST_LIMITS: tuple[tuple[str, str, str], ...] = (
+    ("cpu_temp_warn_c", "CPU temperature warn", "C"),
+    ("cpu_temp_hard_c", "CPU temperature hard", "C"),
+    ("cpu_pct", "CPU use", "%"),
+    ("ram_pct", "RAM", "%"),
+)
+
+
+def _limit(limit: Limit) -> dict[str, Any]:
+    return {"value": round(limit.value, 3), "source": limit.source, "note": limit.note or None}
+
+
+def _gpu_dict(limits: GpuLimits, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"gpu": limits.gpu, "name": name}
+    out.update((key, _limit(getattr(limits, key))) for key, _, _ in _GPU_LIMITS)
+    return out
+
+
+def _host_dict(limits: HostLimits) -> dict[str, Any]:
+    return {key: _limit(getattr(limits, key)) for key, _, _ in _HOST_LIMITS}
+
+
+def collect_limits(cfg: SafetyConfig, snap: Snapshot | None,
+                   note: str | None = None) -> dict[str, Any]:
+    """The limits in force, as plain data: each GPU in ``snap`` (one that is lost is left
+    out) and the host, every limit with its value, source ("card", "config", "default")
+    and how it was derived; with no GPU, ``gpu_note`` says so and ``gpu_reason`` why
+    (``note``: why ``snap`` is None)."""
+    gpus = [] if snap is None else [
+        _gpu_dict(gpu_limits(g, cfg), g.name) for g in snap.gpus if g.available]
+    gpu_note = None if gpus else "no GPU found: only the host's limits apply"
+    return {
+        "gpu_source": None if snap is None else snap.gpu_source,
+        "gpus": gpus,
+        "gpu_note": gpu_note,
+        "gpu_reason": None if gpus else (note or (None if snap is None else snap.gpu_note)),
+        "host": _host_dict(host_limits(cfg)),
+        "cooldown_margin_c": cfg.cooldown_margin_c,
+        "cooldown_timeout_s": cfg.cooldown_timeout_s,
+    }
+
+
+def _limit_line(label: str, unit: str, limit: Mapping[str, Any]) -> str:
+    value = f"{limit['value']:g}"
+    amount = f"{value} %" if unit == "%" else f"{value} {unit}"
+    source, note = str(limit["source"]), limit["note"]
+    origin = source if not note else note if note.startswith(source) else f"{source}: {note}"
+    return f"  {label + ':':<22}{amount:<10} ({origin})"
+
+
+def limits_section(limits: Mapping[str, Any] | None) -> list[str]:
+    """Lines of the "Limits" section (no heading is printed when there are none): each
+    GPU's limits, then the host's, each with where it came from."""
+    if not limits:
+        return []
+    lines: list[str] = []
+    for g in limits["gpus"]:
+        lines.append(f"GPU {g['gpu']} ({g['name']})")
+        lines += [_limit_line(label, unit, g[key]) for key, label, unit in _GPU_LIMITS]
+    if limits["gpu_note"]:
+        lines.append(str(limits["gpu_note"]))
+        if limits["gpu_reason"]:
+            lines.append(f"  {limits['gpu_reason']}")
+    lines.append("host")
+    lines += [_limit_line(label, unit, limits["host"][key])
+              for key, label, unit in _HOST_LIMITS]
+    lines.append(f"cooldown: {limits['cooldown_margin_c']:g} C under warn before loads go "
+                 f"on; a load waits up to {limits['cooldown_timeout_s']:g} s")
+    return lines
 
 
 # -- gathering ---------------------------------------------------------------------------
@@ -96,10 +202,24 @@ def _llama_server(configured: Path | None) -> dict[str, Any]:
     return {"found": True, "path": str(found), "message": None, "hint": None}
 
 
-def collect(config_path: Path | None, caps: Capabilities) -> dict[str, Any]:
+def _snapshot(simulate: SimulateSpec | None) -> tuple[Snapshot | None, str | None]:
+    """One reading of the GPUs (for their limits), or None and why. Raises ScenarioError
+    for a bad scenario file given with --simulate."""
+    try:
+        return take_snapshot(TelemetryOptions(simulate=simulate)), None
+    except ScenarioError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:  # a report never dies of a GPU
+        return None, f"the GPUs could not be read: {type(exc).__name__}: {exc}"
+
+
+def collect(config_path: Path | None, caps: Capabilities,
+            simulate: SimulateSpec | None = None) -> dict[str, Any]:
     """Everything the report says, as plain data (the ``--json`` output). Raises
-    :class:`ConfigFileMissing` for an explicit config path that does not exist."""
+    :class:`ConfigFileMissing` for an explicit config path that does not exist, and
+    ScenarioError for a bad ``--simulate`` scenario file."""
     config, notes, watched = read_config(config_path)
+    snap, snap_note = _snapshot(simulate)
     policy = [select_safe_dtype(d, caps).to_dict() for d in DTYPES]
     return {
         "version": __version__,
@@ -112,7 +232,7 @@ def collect(config_path: Path | None, caps: Capabilities) -> dict[str, Any]:
                    "models": len(config.models), "notes": notes},
         "files": {"data_dir": _writable(paths.data_dir(), is_dir=True),
                   "journal": _writable(default_journal_path(), is_dir=False)},
-        "limits": limits_section(),
+        "limits": collect_limits(config.safety, snap, snap_note),
     }
 
 
@@ -212,8 +332,10 @@ def render_text(report: dict[str, Any]) -> str:
     files = report["files"]
     lines += ["Files", _file_line("data folder: ", files["data_dir"]),
               _file_line("journal:     ", files["journal"])]
-    if report["limits"]:
-        lines += ["", "Limits", *(f"  {line}" for line in report["limits"])]
+    limits = limits_section(report["limits"])
+    if limits:
+        lines += ["", "Limits (what the engine keeps, and where each came from)",
+                  *(f"  {line}" for line in limits)]
     return "\n".join(lines) + "\n"
 
 
@@ -232,13 +354,14 @@ def default_report_path(now: float | None = None) -> Path:
 
 def main(argv: list[str], *,
          inspect: Callable[[], Capabilities] = inspect_capabilities) -> int:
-    """`gpuwarden doctor [--json] [--config FILE] [--save PATH]`. 0: report printed (also
-    when the machine has problems: they are the report); 2: the --config file is missing;
-    1: an explicit --save PATH could not be written."""
+    """`gpuwarden doctor [--json] [--config FILE] [--save PATH] [--simulate [N]]`. 0:
+    report printed (also when the machine has problems: they are the report); 2: the
+    --config file is missing, or a --simulate scenario file is bad; 1: an explicit --save
+    PATH could not be written."""
     args = build_parser().parse_args(argv)
     try:
-        report = collect(args.config, inspect())
-    except ConfigFileMissing as exc:
+        report = collect(args.config, inspect(), args.simulate)
+    except (ConfigFileMissing, ScenarioError) as exc:
         print(f"gpuwarden doctor: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     text = render_text(report)

@@ -1,7 +1,9 @@
 """`gpuwarden estimate MODEL.gguf`: will this model fit, before it is loaded.
 
-Prices the model from its GGUF metadata (see ``gpuwarden.engine.safety.gguf_plan``),
-reads the free VRAM of every GPU, and prints the pre-flight's verdict with its figures.
+Prices the model with llama.cpp's own projection when its fit tool (``llama-fit-params``,
+built beside llama-server) is there, else from its GGUF metadata (see
+``gpuwarden.engine.safety.gguf_plan``; ``--source`` picks one), reads the free VRAM of
+every GPU, and prints the pre-flight's verdict with its figures and where they came from.
 Exit status: 0 when it fits (whole or in part), 1 when it does not, 2 for bad input (a
 missing or broken model file, a bad option): one line on stderr, never a traceback.
 """
@@ -15,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn, get_args
 
 from gpuwarden.engine.runtime import (
     SimulateSpec,
@@ -23,13 +25,13 @@ from gpuwarden.engine.runtime import (
     parse_simulate,
     take_snapshot,
 )
+from gpuwarden.engine.safety import fit_params
 from gpuwarden.engine.safety.gguf_plan import (
     MAX_CONTEXT,
     GgufFacts,
     ModelRefused,
     cache_type_bytes,
     plan_from_facts,
-    plan_from_gguf,
     read_gguf,
 )
 from gpuwarden.engine.safety.memory import MemoryPlan, PlanSource
@@ -40,6 +42,11 @@ from gpuwarden.engine.safety.preflight import (
     preflight,
     refused,
 )
+from gpuwarden.engine.supervisor.locate import (
+    LlamaServerNotFound,
+    find_fit_params,
+    find_llama_server,
+)
 from gpuwarden.engine.telemetry.scenario import ScenarioError
 
 PROG = "gpuwarden estimate"
@@ -47,15 +54,21 @@ DEFAULT_CONTEXT = 4096  # a model's context_size when its config sets none
 DEFAULT_OVERHEAD_MIB = 400.0  # the CUDA context and libraries of one llama-server
 MAX_MIB = float(1 << 30)
 EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_USAGE = 0, 1, 2
+SourceChoice = Literal["auto", "llama.cpp", "metadata"]
+SOURCE_CHOICES: tuple[str, ...] = get_args(SourceChoice)
 SOURCE_NAMES: Mapping[PlanSource, str] = {
     "metadata": "GGUF metadata",
-    "llama.cpp": "llama.cpp's own projection",
+    "llama.cpp": "llama.cpp (llama-fit-params)",
     "config": "the configured vram_mib",
 }
 
 
 class _UsageError(Exception):
     pass
+
+
+class FitToolUnavailable(ValueError):
+    """``--source llama.cpp`` and llama.cpp's fit tool is missing or gave no answer."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,21 +129,79 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"per-process CUDA overhead (default {DEFAULT_OVERHEAD_MIB:.0f})")
     p.add_argument("--margin-mib", type=_mib, default=DEFAULT_MARGIN_MIB, metavar="X",
                    help=f"free VRAM to keep spare (default {DEFAULT_MARGIN_MIB:.0f})")
+    p.add_argument("--source", choices=SOURCE_CHOICES, default="auto",
+                   help="where the figures come from: llama.cpp's fit tool "
+                        "(llama-fit-params), the GGUF metadata, or auto (default: llama.cpp "
+                        "when its fit tool is there and answers, else the metadata)")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     return p
 
 
+def fit_tool() -> Path | None:
+    """llama.cpp's fit tool beside the llama-server gpuwarden would run (or in the build
+    cache); None when there is none."""
+    try:
+        server: Path | None = find_llama_server(None)
+    except LlamaServerNotFound:
+        server = None
+    return find_fit_params(server)
+
+
+def _cache_args(cache_type_k: str, cache_type_v: str) -> list[str]:
+    args: list[str] = []
+    if cache_type_k.strip().lower() != "f16":
+        args += ["--cache-type-k", cache_type_k]
+    if cache_type_v.strip().lower() != "f16":
+        args += ["--cache-type-v", cache_type_v]
+    return args
+
+
+def llama_cpp_plan(facts: GgufFacts, context_size: int, *, parallel: int = 1,
+                   cache_type_k: str = "f16", cache_type_v: str = "f16",
+                   tool: Path | None = None) -> MemoryPlan | None:
+    """llama.cpp's projection of a full offload of this (already read) model, as a plan
+    that prices any ``-ngl``; None when the fit tool is missing or gives no answer."""
+    tool = fit_tool() if tool is None else tool
+    if tool is None:
+        return None
+    projection = fit_params.project(
+        tool, facts.path, context_size=context_size, gpu_layers=facts.layers,
+        parallel=parallel, extra_args=_cache_args(cache_type_k, cache_type_v))
+    if projection is None:
+        return None
+    total = facts.tensor_bytes
+    shares = [b / total for b in facts.layer_bytes] if total > 0 else None
+    return fit_params.to_plan(projection, facts.layers, layer_weights_share=shares)
+
+
 def make_plan(path: Path, context_size: int, *, parallel: int = 1,
               cache_type_k: str = "f16", cache_type_v: str = "f16",
-              facts: GgufFacts | None = None) -> MemoryPlan:
+              facts: GgufFacts | None = None, source: SourceChoice = "auto") -> MemoryPlan:
     """The best plan available for this model file (``facts``: the file's metadata when
-    already read, to read it once). Raises ModelRefused (a ValueError)."""
+    already read, to read it once): llama.cpp's own projection where its fit tool is
+    there and answers (``source`` "auto" or "llama.cpp"), else the metadata plan (``source``
+    "auto" or "metadata"). The file is always read first, so a broken file is refused the
+    same way whichever source prices it. Raises ModelRefused (a ValueError), and
+    FitToolUnavailable (a ValueError) for ``source="llama.cpp"`` without an answer."""
     if facts is None:
-        return plan_from_gguf(path, context_size, parallel=parallel,
+        facts = read_gguf(path)
+    k_bytes, v_bytes = cache_type_bytes(cache_type_k), cache_type_bytes(cache_type_v)
+    if source != "metadata":
+        plan = llama_cpp_plan(facts, context_size, parallel=parallel,
                               cache_type_k=cache_type_k, cache_type_v=cache_type_v)
+        if plan is not None:
+            return plan
+        if source == "llama.cpp":
+            raise FitToolUnavailable(
+                "no projection from llama.cpp: its fit tool (llama-fit-params, built "
+                "beside llama-server by `gpuwarden setup llama-server`) is missing or "
+                "failed; try --source metadata")
+    if not 1 <= context_size <= MAX_CONTEXT:
+        raise ValueError(f"context size must be between 1 and {MAX_CONTEXT}, got {context_size}")
+    if not 1 <= parallel <= 256:
+        raise ValueError(f"parallel slots must be between 1 and 256, got {parallel}")
     return plan_from_facts(facts, context_size, parallel=parallel,
-                           k_bytes=cache_type_bytes(cache_type_k),
-                           v_bytes=cache_type_bytes(cache_type_v))
+                           k_bytes=k_bytes, v_bytes=v_bytes)
 
 
 def free_vram(simulate: SimulateSpec | None) -> dict[int, float | None]:
@@ -149,7 +220,7 @@ def estimate(args: argparse.Namespace) -> Estimate:
     """Raises ModelRefused, ScenarioError."""
     path: Path = args.model
     facts = read_gguf(path)  # refuses a broken file before any GPU is asked
-    plan = make_plan(path, args.ctx, facts=facts)
+    plan = make_plan(path, args.ctx, facts=facts, source=args.source)
     notes: list[str] = []
     if args.ctx > facts.training_context:
         notes.append(f"note: --ctx {args.ctx} is more than the model's training context "

@@ -130,9 +130,10 @@ def choice(options: Iterable[str], *, default: str | None = None) -> FieldSpec:
     return FieldSpec("choice", default is None, default, choices=tuple(options))
 
 
-def choice_or_integer(options: Iterable[str], low: int | None = None) -> FieldSpec:
-    """One of ``options``, or an integer ``>= low``."""
-    return FieldSpec("choice_or_integer", low=low, choices=tuple(options))
+def choice_or_integer(options: Iterable[str], low: int | None = None,
+                      high: int | None = None) -> FieldSpec:
+    """One of ``options``, or an integer from ``low`` to ``high``."""
+    return FieldSpec("choice_or_integer", low=low, high=high, choices=tuple(options))
 
 
 def boolean(*, default: bool | None = None) -> FieldSpec:

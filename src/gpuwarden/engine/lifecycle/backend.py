@@ -24,6 +24,7 @@ class Launch:
     gpu_layers: int  # 0 on the CPU, config.layers on the full GPU
     instance: int
     throttle: float = 0.0  # 0..1 from the safety verdict: start with less parallel work
+    gpu_uuid: str | None = None  # the GPU it runs on (None: not known, or on the CPU)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ class ModelConfig:
     path: Path | None = None  # required (and must exist as a file) unless backend == "simulated"
     context_size: int = 4096  # >= 1
     placement: Placement = "auto"
-    gpu: int = 0  # >= 0
+    gpu: int = 0  # >= 0; with gpu_auto, where it runs now (the pre-flight picks it per load)
     idle_timeout_s: float = 600.0  # >= 0
     eviction: EvictionPolicy = "idle"
     priority: int = 0  # hint; higher = keep longer
@@ -67,6 +67,7 @@ class ModelConfig:
     autostart: bool = False  # load when gpuwarden starts
     line: int | None = None  # line of its [[models]] header
     threads: int | None = None  # CPU threads for the backend (None: its own default)
+    gpu_auto: bool = False  # gpu = "auto": the pre-flight picks the GPU it fits best
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ MODEL_FIELDS: Mapping[str, FieldSpec] = {
     "path": string(),
     "context_size": integer(1, 1 << 24),
     "placement": choice_or_integer(PLACEMENT_MODES, 0),
-    "gpu": integer(0, 63),
+    "gpu": choice_or_integer(("auto",), 0, 63),
     "idle_timeout_s": number(0),
     "eviction": choice(EVICTION_POLICIES),
     "priority": integer(),
@@ -412,6 +413,8 @@ class _Parser:
             self.report(sorted(problems, key=lambda p: p.line or 0), entry)
             return None
         values = {k: MODEL_FIELDS[k].normalize(v) for k, v in good.items()}
+        if values.get("gpu") == "auto":
+            values |= {"gpu": 0, "gpu_auto": True}
         return ModelConfig(**values, line=line)
 
     @staticmethod

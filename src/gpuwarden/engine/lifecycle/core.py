@@ -225,8 +225,11 @@ class ManagerCore:
             return
         self._held.pop(s.name, None)
         self._next_instance += 1
+        sample = self._snapshot.gpu(s.config.gpu) if self._snapshot is not None else None
         launch = Launch(s.config, device, layers, self._next_instance,
-                        throttle=throttle(verdicts, s.config.gpu, uses_gpu(device)))
+                        throttle=throttle(verdicts, s.config.gpu, uses_gpu(device)),
+                        gpu_uuid=sample.uuid if sample is not None and sample.uuid and
+                        uses_gpu(device) else None)
         self._put(
             replace(
                 s,
@@ -286,13 +289,13 @@ class ManagerCore:
 
     def _emergency_stop(self, gpu: int | None, reason: str) -> list[str]:
         names = emergency_victims(self._states, gpu)
+        self._bus.publish(EmergencyStop(scope="host" if gpu is None else "gpu", gpu=gpu,
+                                        reason=reason, models=tuple(names)))
         for name in names:
             self._held.pop(name, None)
             self._put(replace(self._states[name], user_unloaded=True, restart_at=None,
                               home=None, return_after=None, waiting_for=None))
             self._stop(name, Stopping("safety"))
-        self._bus.publish(EmergencyStop(scope="host" if gpu is None else "gpu", gpu=gpu,
-                                        reason=reason, models=tuple(names)))
         return names
 
     def _announce_loading(self, name: str, device: str, layers: int,

@@ -142,6 +142,7 @@ class LifecycleManager(ManagerCore):
                                           "has stopped")
             if (refused := self._cannot_load(s)) is not None:
                 return refused
+            s = self._pick_gpu(s)
             planner = self._planner
             margin = self._cfg.safety.vram_margin_mib
 
@@ -162,7 +163,30 @@ class LifecycleManager(ManagerCore):
                 return AdminResult(True, f"{name} will load once it is safe: {held.reason}")
             swapped = [a.model for a in plan if isinstance(a, Unload)]
             also = f" (unloading {', '.join(swapped)} to make room)" if swapped else ""
-            return AdminResult(True, f"loading {name}{also}")
+            where = f" on GPU {s.config.gpu}, where it fits best" if s.config.gpu_auto and \
+                len(self._free_vram()) > 1 and s.placement != "cpu" else ""
+            return AdminResult(True, f"loading {name}{where}{also}")
+
+    def _pick_gpu(self, s: ModelState) -> ModelState:
+        """``gpu = "auto"``: the GPU where the model fits fully (most room left), else the
+        one that takes the most layers."""
+        free = {i: f for i, f in self._free_vram().items() if f is not None}
+        if not s.config.gpu_auto or len(free) < 2 or s.placement == "cpu":
+            return s
+        margin = self._cfg.safety.vram_margin_mib
+
+        def rank(index: int) -> tuple[int, float]:
+            cfg = replace(s.config, gpu=index)
+            room = free[index] - self._estimate(cfg, s.placement) - margin
+            if room >= 0:
+                return (1_000_000, room)
+            layers = self._planner.max_layers(cfg, free[index], margin) if self._planner else 0
+            return (layers, free[index])
+
+        best = max(sorted(free), key=rank)
+        s = replace(s, config=replace(s.config, gpu=best))
+        self._put(s)
+        return s
 
     def _cannot_load(self, s: ModelState) -> AdminResult | None:
         if self._planner is not None and (problem := self._planner.problem(s.config)):

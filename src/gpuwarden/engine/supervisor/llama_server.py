@@ -206,7 +206,8 @@ class LlamaServerBackend:
         name, instance = server.launch.config.name, server.launch.instance
         assert server.binary is not None
         argv = self.argv(server.binary, server.launch, server.port, server.api_key)
-        env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # a crash must not start a debugger
+        env = {**os.environ, "GGML_NO_BACKTRACE": "1",  # a crash must not start a debugger
+               **gpu_environment(server.launch)}
         with self._lock:
             try:
                 server.proc = ServerProcess.launch(
@@ -383,6 +384,16 @@ class LlamaServerBackend:
         with self._lock:
             server = self._servers.get(name)
         return server if server is not None and server.launch.instance == instance else None
+
+
+def gpu_environment(launch: Launch) -> dict[str, str]:
+    """Which GPU the server may use: only its own (by UUID, so CUDA's numbering cannot
+    differ from NVML's), and none on the CPU (no CUDA context, no VRAM held)."""
+    if launch.device == "cpu":
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    if launch.gpu_uuid:
+        return {"CUDA_VISIBLE_DEVICES": launch.gpu_uuid, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    return {}
 
 
 def _throttled(launch: Launch) -> tuple[str, ...]:
