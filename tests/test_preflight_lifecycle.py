@@ -144,3 +144,23 @@ def test_a_server_sees_only_its_own_gpu_and_none_on_the_cpu(tmp_path: Path):
     assert gpu_environment(on_gpu) == {"CUDA_VISIBLE_DEVICES": "GPU-1234",
                                        "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     assert gpu_environment(Launch(cfg, "cpu", 0, 1)) == {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_the_engine_shows_the_preflight_verdict_before_a_load(tmp_path: Path):
+    text = tmp_path / "notes.gguf"
+    text.write_text("not a model\n")
+    engine, clock, _ = engine_for(
+        model("small", vram_mib=2000.0, placement="gpu"),
+        model("huge", vram_mib=8000.0, placement="gpu"),
+        model("flex", vram_mib=8000.0, placement="auto"),
+        ModelConfig(name="bad", backend="llama-server", path=text),
+        tmp_path=tmp_path, scenario=CROWDED)
+    drive(engine, clock, 2.0)  # about 3.2 GB free
+    assert engine.preflight("small").kind == "fits"
+    huge = engine.preflight("huge")
+    assert huge.kind == "does-not-fit" and huge.needed_mib == 8000.0 and huge.margin_mib == 512
+    flex = engine.preflight("flex")
+    assert flex.kind == "fits-partially" and 0 < flex.gpu_layers < 32
+    assert engine.preflight("bad").kind == "refused"
+    assert engine.preflight("nope") is None
+    engine.close()

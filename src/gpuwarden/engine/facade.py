@@ -47,6 +47,7 @@ from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
 from gpuwarden.engine.paths import data_dir
 from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
 from gpuwarden.engine.safety.overhead import OverheadBook
+from gpuwarden.engine.safety.preflight import Verdict as PreflightVerdict
 from gpuwarden.engine.safety.verdict import Verdict
 from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
 from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, gpu_layers_of
@@ -319,6 +320,12 @@ class Engine:
 
     def model(self, name: str) -> ModelRow | None:
         return next((row for row in self.models() if row.name == name), None)
+
+    def preflight(self, name: str) -> PreflightVerdict | None:
+        """Whether ``name`` fits now, as its load would be priced: ``fits``,
+        ``fits-partially`` (N of M layers), ``does-not-fit`` or ``refused`` (its file),
+        with the numbers; None for an unknown model."""
+        return self._manager.preflight(name)
 
     def verdicts(self) -> Mapping[str, Verdict]:
         """The safety verdict of every GPU (``"gpu0"`` ...) and of the host (``"host"``),

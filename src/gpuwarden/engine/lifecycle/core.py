@@ -217,6 +217,9 @@ class ManagerCore:
         if backend is None:
             log.error("no %s backend for %s", s.config.backend, s.name)
             return
+        if self._planner is not None and (problem := self._planner.problem(s.config)):
+            self._bus.publish(ModelRefused(model=s.name, message=problem))  # file changed
+            return
         device, layers = resolve(load.placement, s.config, self._has_gpu(s.config.gpu))
         verdicts = self.safety.verdicts()
         block = blocking(verdicts, s.config.gpu, uses_gpu(device))

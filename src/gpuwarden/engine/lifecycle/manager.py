@@ -31,6 +31,9 @@ from gpuwarden.engine.lifecycle.core import AdminResult, Attach, ManagerCore, de
 from gpuwarden.engine.lifecycle.estimate import resolve
 from gpuwarden.engine.lifecycle.pressure import PressureKey
 from gpuwarden.engine.lifecycle.state import ModelState, initial_state
+from gpuwarden.engine.safety.preflight import Verdict as PreflightVerdict
+from gpuwarden.engine.safety.preflight import preflight
+from gpuwarden.engine.safety.preflight import refused as refused_verdict
 from gpuwarden.engine.safety.verdict import Verdict
 from gpuwarden.engine.telemetry.snapshot import Snapshot
 
@@ -58,6 +61,28 @@ class LifecycleManager(ManagerCore):
     def state(self, name: str) -> ModelState:
         with self._lock:
             return self._states[name]
+
+    def preflight(self, name: str) -> PreflightVerdict | None:
+        """What a load of ``name`` would hold and whether it fits now (None: no such
+        model), priced as the load itself would be."""
+        with self._lock:
+            s = self._states.get(name)
+            if s is None or name in self._dropping:
+                return None
+            cfg = self._next_config.get(name, s.config)
+            free = self._free_vram()
+            margin = self._cfg.safety.vram_margin_mib
+            planner = self._planner
+        if planner is None:
+            return None
+        path = cfg.path if cfg.path is not None else cfg.name
+        try:
+            plan = planner.plan(cfg)
+        except ValueError as exc:
+            return refused_verdict(path, str(exc))
+        return preflight(plan, free, requested=s.placement,
+                         gpu="auto" if cfg.gpu_auto else cfg.gpu,
+                         overhead_mib=planner.overhead_mib(cfg), margin_mib=margin)
 
     def safety_verdicts(self) -> Mapping[str, Verdict]:
         with self._lock:
