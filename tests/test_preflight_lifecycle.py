@@ -164,3 +164,40 @@ def test_the_engine_shows_the_preflight_verdict_before_a_load(tmp_path: Path):
     assert engine.preflight("bad").kind == "refused"
     assert engine.preflight("nope") is None
     engine.close()
+
+
+GRAB_AFTER_CRASH = """
+[simulation]
+gpus = 1
+[[simulation.gpu]]
+memory_total_mib = 24576
+
+[[step]]
+at = 5
+action = "crash"
+model = "flex"
+exit_code = 1
+
+[[step]]
+at = 5
+action = "vram_grab"
+owner = "game"
+mib = 20000
+"""
+
+
+def test_a_restart_passes_the_preflight_and_takes_the_layers_that_fit_now(tmp_path: Path):
+    from gpuwarden.engine.lifecycle.config import RestartConfig
+
+    engine, clock, events = engine_for(
+        model("flex", vram_mib=8000.0, placement="auto", eviction="never"),
+        tmp_path=tmp_path, scenario=GRAB_AFTER_CRASH,
+        restart=RestartConfig(backoff_base_s=2.0))
+    engine.load("flex")
+    drive(engine, clock, 4.0)
+    assert row(engine, "flex").device == "gpu"
+    drive(engine, clock, 5.0)  # crashed at 5, the game took the VRAM, restarted at 7
+    restarted = [e.to_dict() for e in events if e.type == "model.loading"][-1]
+    assert restarted["reason"] == "restart" and restarted["placement"].startswith("partial")
+    assert row(engine, "flex").device == "partial"
+    engine.close()

@@ -52,7 +52,7 @@ from gpuwarden.engine.lifecycle.backend import (
     Launch,
     ReadyCallback,
 )
-from gpuwarden.engine.lifecycle.config import Config, ModelConfig
+from gpuwarden.engine.lifecycle.config import Config, ModelConfig, Placement
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib, free_vram_mib, resolve
 from gpuwarden.engine.lifecycle.hint_keeper import HintKeeper
 from gpuwarden.engine.lifecycle.hints import HintStore
@@ -143,13 +143,30 @@ class ManagerCore:
         if s.restart_at is not None and s.restart_at <= now and not s.live:
             self._put(replace(s, restart_at=None))
             if not s.user_unloaded:
-                self._start(Load(s.name, s.placement, "restart"))
+                self._start(Load(s.name, self._restart_placement(s), "restart"))
         elif (
             s.device == "loading"
             and s.loaded_at is not None
             and now - s.loaded_at > self._cfg.restart.startup_timeout_s
         ):
             self._stop(s.name, Stopping("startup_timeout"))
+
+    def _restart_placement(self, s: ModelState) -> Placement:
+        """A restart passes the pre-flight too: where the model no longer fits (another
+        program took the VRAM meanwhile) an ``auto`` or partial placement takes the
+        layers that fit now, or the CPU; ``gpu`` is tried as it is (a GPU out-of-memory
+        then downgrades it)."""
+        free = self._free_vram().get(s.config.gpu)
+        placement = s.placement
+        if self._planner is None or free is None or placement in ("cpu", "gpu"):
+            return placement
+        margin = self._cfg.safety.vram_margin_mib
+        if self._estimate(s.config, placement) + margin <= free:
+            return placement
+        layers = self._planner.max_layers(s.config, free, margin)
+        if isinstance(placement, int):
+            layers = min(layers, placement)
+        return layers if layers >= 1 else "cpu"
 
     # -- carrying out actions ------------------------------------------------------------
 
