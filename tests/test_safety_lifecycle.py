@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from helpers import drive
@@ -143,7 +144,8 @@ def test_a_throttled_llama_server_starts_with_fewer_parallel_slots(tmp_path: Pat
     assert calm[-2:] == ["--parallel", "4"] and hot == [*calm, "--parallel", "2"]
     flat_out = Launch(ModelConfig(name="m", backend="llama-server", path=cfg.path), "gpu",
                       32, 1, throttle=1.0)
-    assert server_argv(Path("llama-server"), flat_out, 8080, "key")[-2:] == ["--parallel", "1"]
+    assert server_argv(Path("llama-server"), flat_out, 8080, "key")[-3:] == [
+        "--parallel", "1", "--kv-unified"]  # llama-server's auto slots share their KV cache
 
 
 def test_a_load_during_reduce_intensity_is_launched_throttled(tmp_path: Path):
@@ -154,4 +156,53 @@ def test_a_load_during_reduce_intensity_is_launched_throttled(tmp_path: Path):
     engine.load("late")
     launched = engine._simulated_backend._running["late"].launch
     assert launched.throttle == engine.verdicts()["gpu0"].throttle > 0
+    engine.close()
+
+
+HOT_AT_10 = """
+[simulation]
+gpus = 1
+
+[[step]]
+at = 10
+action = "temperature"
+celsius = 85
+"""
+
+
+def test_an_emergency_stop_also_cancels_starts_pending_on_that_gpu(tmp_path: Path):
+    from gpuwarden.engine.lifecycle.config import RestartConfig
+
+    engine, clock, events = engine_for(
+        model("held", placement="gpu"), model("crashy", placement="gpu", eviction="never"),
+        tmp_path=tmp_path, scenario=HOT_AT_10, restart=RestartConfig(backoff_base_s=30.0))
+    engine.load("crashy")
+    drive(engine, clock, 11.0)  # hot: loads wait
+    engine.load("held")
+    engine._simulated_backend.crash("crashy")  # a restart is now scheduled in 30 s
+    assert row(engine, "held").state == "waiting" and row(engine, "crashy").restart_at
+    result = engine.emergency_stop(0)
+    assert result.ok and "held" in result.message and "crashy" in result.message
+    drive(engine, clock, 60.0)  # cool again, and past the restart's time
+    assert row(engine, "held").state == "unloaded"
+    assert row(engine, "crashy").state == "crashed" and row(engine, "crashy").restart_at is None
+    assert not [e for e in events if e.type == "model.loading"
+                and e.to_dict()["reason"] == "restart"]
+    engine.close()
+
+
+def test_nothing_goes_back_to_a_gpu_that_is_too_hot(tmp_path: Path):
+    engine, clock, _ = engine_for(model("m", placement="gpu", eviction="pressure"),
+                                  tmp_path=tmp_path, scenario=HOT_AT_10)
+    engine.load("m")
+    drive(engine, clock, 1.0)
+    state = engine._manager._states["m"]
+    engine._manager._offload(state, "pressure")  # as VRAM pressure would
+    drive(engine, clock, 12.0)  # t = 13: the GPU is hot
+    manager = engine._manager
+    manager._states["m"] = dataclasses.replace(manager._states["m"], return_after=0.0)  # due
+    drive(engine, clock, 1.0)
+    assert row(engine, "m").device == "cpu"  # still serving on the CPU, not torn down
+    drive(engine, clock, 40.0)  # cool: now it goes back
+    assert row(engine, "m").device == "gpu"
     engine.close()

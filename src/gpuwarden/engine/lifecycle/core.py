@@ -76,7 +76,7 @@ RETURN_WAIT_CAP_S = 3600.0
 FLAP_WINDOW_S = 300.0  # moved off again this soon after going back: wait twice as long
 Attach = Callable[[Launch, ReadyCallback, ExitCallback, ActivityCallback], None]
 Measure = Callable[[Collection[int]], float | None]  # VRAM the pids hold now, or unknown
-_FINAL_STOPS = frozenset({"user", "shutdown", "restart", "removed"})  # later requests win
+_FINAL_STOPS = frozenset({"user", "shutdown", "restart", "removed", "safety"})  # they win
 
 
 @dataclass(frozen=True)
@@ -233,8 +233,11 @@ class ManagerCore:
         backend = self._backends.get(s.config.backend)
         if backend is None:
             log.error("no %s backend for %s", s.config.backend, s.name)
+            self._held.pop(s.name, None)
             return
         if self._planner is not None and (problem := self._planner.problem(s.config)):
+            self._held.pop(s.name, None)
+            self._put(replace(s, waiting_for=None))
             self._bus.publish(ModelRefused(model=s.name, message=problem))  # file changed
             return
         device, layers = resolve(load.placement, s.config, self._has_gpu(s.config.gpu))
@@ -308,14 +311,20 @@ class ManagerCore:
         self._release_held(self._clock.time())
 
     def _emergency_stop(self, gpu: int | None, reason: str) -> list[str]:
-        names = emergency_victims(self._states, gpu)
+        pending = {*self._held, *self._waiting,
+                   *(s.name for s in self._states.values() if s.restart_at is not None),
+                   *(n for n, stop in self._stopping.items()
+                     if stop.then is not None and stop.then.placement != "cpu")}
+        names = emergency_victims(self._states, gpu, pending)
         self._bus.publish(EmergencyStop(scope="host" if gpu is None else "gpu", gpu=gpu,
                                         reason=reason, models=tuple(names)))
         for name in names:
             self._held.pop(name, None)
+            self._waiting.pop(name, None)
             self._put(replace(self._states[name], user_unloaded=True, restart_at=None,
                               home=None, return_after=None, waiting_for=None))
-            self._stop(name, Stopping("safety"))
+            if self._states[name].live:
+                self._stop(name, Stopping("safety"))
         return names
 
     def _announce_loading(self, name: str, device: str, layers: int,
@@ -521,8 +530,15 @@ class ManagerCore:
         snap = self._snapshot
         return snap is None or snap.gpu(index) is not None
 
-    def _free_vram(self) -> dict[int, float | None]:
-        return free_vram_mib(self._snapshot, self._states.values(), self._estimate)
+    def _free_vram(self, loads_allowed: bool = False) -> dict[int, float | None]:
+        """Free MiB per GPU (None: not known). ``loads_allowed``: None too for a GPU whose
+        safety verdict holds new loads (too hot), so nothing is planned onto it."""
+        free = free_vram_mib(self._snapshot, self._states.values(), self._estimate)
+        if loads_allowed:
+            for verdict in self.safety.verdicts().values():
+                if verdict.gpu is not None and not verdict.allows_loads:
+                    free[verdict.gpu] = None
+        return free
 
 
 def _nothing() -> None:

@@ -70,7 +70,7 @@ class LifecycleManager(ManagerCore):
             if s is None or name in self._dropping:
                 return None
             cfg = self._next_config.get(name, s.config)
-            free = self._free_vram()
+            free = {i: f for i, f in self._free_vram().items() if f is not None}
             margin = self._cfg.safety.vram_margin_mib
             planner = self._planner
         if planner is None:
@@ -113,16 +113,16 @@ class LifecycleManager(ManagerCore):
             self._apply_safety(snap)
             self._apply_all(self.pressure.check(snap, self._states, now, self._can_offload))
             self._apply_all(policy.idle_actions(self._states, now))
-            self._apply_all(
-                policy.restore_actions(self._states, self._free_vram(), now, self._estimate)
-            )
+            usable = self._free_vram(loads_allowed=True)
+            self._apply_all(policy.restore_actions(self._states, usable, now, self._estimate,
+                                                   self._cfg.safety.vram_margin_mib))
             self._apply_all(policy.return_actions(self._states, self._rooms(snap), now,
                                                   self._estimate))
             self._tick(now)
             self._hints.save_if_due()
 
     def _rooms(self, snap: Snapshot) -> dict[int, policy.GpuRoom]:
-        free = self._free_vram()
+        free = self._free_vram(loads_allowed=True)
         rooms = {}
         for g in snap.gpus:
             room, total = free.get(g.index), g.memory_total_mib
@@ -189,15 +189,16 @@ class LifecycleManager(ManagerCore):
             swapped = [a.model for a in plan if isinstance(a, Unload)]
             also = f" (unloading {', '.join(swapped)} to make room)" if swapped else ""
             where = f" on GPU {s.config.gpu}, where it fits best" if s.config.gpu_auto and \
-                len(self._free_vram()) > 1 and s.placement != "cpu" else ""
+                s.placement != "cpu" else ""
             return AdminResult(True, f"loading {name}{where}{also}")
 
     def _pick_gpu(self, s: ModelState) -> ModelState:
         """``gpu = "auto"``: the GPU where the model fits fully (most room left), else the
         one that takes the most layers."""
-        free = {i: f for i, f in self._free_vram().items() if f is not None}
-        if not s.config.gpu_auto or len(free) < 2 or s.placement == "cpu":
-            return s
+        free = {i: f for i, f in self._free_vram(loads_allowed=True).items() if f is not None}
+        if not s.config.gpu_auto or not free or s.placement == "cpu" or (
+                len(free) < 2 and s.config.gpu in free):
+            return s  # nothing to choose (a lost or hot GPU is no choice)
         margin = self._cfg.safety.vram_margin_mib
 
         def rank(index: int) -> tuple[int, float]:

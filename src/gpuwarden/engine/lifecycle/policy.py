@@ -128,9 +128,10 @@ def _swap_victims(states: States, wanted: ModelState, shortfall: float,
 
 
 def restore_actions(states: States, free_mib: Mapping[int, float | None], now: float,
-                    estimate: Estimate) -> list[Action]:
+                    estimate: Estimate, margin_mib: float = 0.0) -> list[Action]:
     """Bring back models evicted by a swap once the displacer is idle (or gone) and the
-    model fits again. One restore per GPU per pass, most important first."""
+    model fits again with ``margin_mib`` to spare (a GPU whose free VRAM is None is not
+    a candidate). One restore per GPU per pass, most important first."""
     actions: list[Action] = []
     budget = dict(free_mib)
     waiting = sorted(
@@ -145,7 +146,7 @@ def restore_actions(states: States, free_mib: Mapping[int, float | None], now: f
             continue
         room = budget.get(s.config.gpu)
         need = estimate(s.config, s.placement)
-        if room is None or need > room:
+        if room is None or need + margin_mib > room:
             continue
         budget[s.config.gpu] = room - need
         actions.append(Load(s.name, s.placement, "restore"))

@@ -6,7 +6,7 @@ out what they decide."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from gpuwarden.engine.lifecycle.actions import Load
@@ -63,8 +63,21 @@ def parallel_slots(args: Iterable[str], throttle_factor: float) -> int | None:
     return max(1, math.floor(base * (1.0 - min(1.0, throttle_factor))))
 
 
-def emergency_victims(states: Mapping[str, ModelState], gpu: int | None) -> list[str]:
-    """The models an emergency stop takes: every live one on that GPU (on the GPU, or on
-    its way there), or every live model at all for the host (gpu None)."""
-    return [s.name for s in states.values() if s.live and (
-        gpu is None or (s.config.gpu == gpu and (s.on_gpu or s.placement != "cpu")))]
+def sets_parallel(args: Iterable[str]) -> bool:
+    """Whether the config's own arguments choose the number of slots."""
+    return any(arg in _PARALLEL_FLAGS for arg in args)
+
+
+def emergency_victims(states: Mapping[str, ModelState], gpu: int | None,
+                      heading_there: Collection[str]) -> list[str]:
+    """The models an emergency stop takes: for a GPU, every one running on it and every
+    one with a start pending there (``heading_there``: a held load, a load waiting for a
+    swap, a move back to the GPU, a scheduled restart); for the host (gpu None), every
+    model that runs or is about to."""
+    def takes(s: ModelState) -> bool:
+        if gpu is None:
+            return s.live or s.name in heading_there
+        return s.config.gpu == gpu and (
+            (s.live and (s.on_gpu or s.placement != "cpu")) or s.name in heading_there)
+
+    return [s.name for s in states.values() if takes(s)]

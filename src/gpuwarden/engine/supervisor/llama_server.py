@@ -33,7 +33,7 @@ from gpuwarden.engine.lifecycle.backend import (
 )
 from gpuwarden.engine.lifecycle.crash import DeathReport
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib
-from gpuwarden.engine.lifecycle.safety_guard import parallel_slots
+from gpuwarden.engine.lifecycle.safety_guard import parallel_slots, sets_parallel
 from gpuwarden.engine.supervisor import http
 from gpuwarden.engine.supervisor.locate import find_llama_server
 from gpuwarden.engine.supervisor.oom import OomWatch
@@ -400,7 +400,13 @@ def _throttled(launch: Launch) -> tuple[str, ...]:
     """Fewer parallel slots while the safety verdict asks to reduce intensity (after the
     config's own arguments, so it wins)."""
     slots = parallel_slots(launch.config.args, launch.throttle)
-    return () if slots is None else ("--parallel", str(slots))
+    if slots is None:
+        return ()
+    if sets_parallel(launch.config.args):
+        return ("--parallel", str(slots))
+    # llama-server's own (auto) slots share one KV cache; keep it shared, so no request
+    # loses context to the throttle
+    return ("--parallel", str(slots), "--kv-unified")
 
 
 def _safe(name: str) -> str:
