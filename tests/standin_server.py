@@ -36,7 +36,8 @@ def arg(argv: list[str], *names: str, default: str | None = None) -> str | None:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(arg(argv, "--model") or "").read_text())
-    layers = int(arg(argv, "--n-gpu-layers", "--n_gpu_layers", default="0") or 0)
+    given = arg(argv, "--n-gpu-layers", "--n_gpu_layers", default="0") or "0"
+    layers = 10**6 if given in ("all", "-1") else int(given)  # all: every layer
     if layers > spec.get("oom_above_layers", 10**9):
         print(f"ggml_backend_cuda_buffer_type_alloc_buffer: allocating {layers * 100} MiB on "
               "device 0: cudaMalloc failed: out of memory", file=sys.stderr)

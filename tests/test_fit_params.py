@@ -148,18 +148,19 @@ def test_plan_from_a_full_offload_is_exact_there():
     assert plan.source == "llama.cpp"
     assert plan.gpu_mib(40) == pytest.approx(4700)
     assert plan.host_mib(40) == pytest.approx(270)
-    assert plan.gpu_mib(20) == pytest.approx(2000 + 200 + 300)
+    # -ngl 20: the output layer (nothing left over here) and the last 19 layers
+    assert plan.gpu_mib(20) == pytest.approx(19 * 100 + 19 * 10 + 300)
     assert plan.host_only_mib == pytest.approx(250)
 
 
-def test_plan_from_a_partial_offload_measures_a_layer():
-    # 10 of 40 layers on the GPU: 1000 MiB -> 100 MiB a layer; the rest is output + embd.
+def test_plan_from_a_partial_offload_spreads_the_weights_evenly():
+    # gpuwarden projects full offloads; a partial one (the output and 9 layers on the
+    # device, as llama.cpp counts -ngl 10) tells layers and output apart no better than
+    # an even split
     p = _proj((Buffers("CUDA0", 1000, 100, 300),), Buffers("Host", 3250, 300, 20), ngl=10)
     plan = to_plan(p, 40)
-    assert plan.gpu_mib(10) == pytest.approx(1000 + 100 + 300)
-    assert plan.layer_weights_mib == (100.0,) * 40
-    assert plan.output_mib == pytest.approx(250)  # counted as following a full offload
-    assert plan.host_mib(10) == pytest.approx(3250 + 300 + 20)
+    assert plan.layer_weights_mib == (4250 / 40,) * 40
+    assert plan.gpu_mib(40) + plan.host_only_mib == pytest.approx(4250 + 400 + 300)
 
 
 def test_plan_from_the_cpu_splits_by_the_given_shares():

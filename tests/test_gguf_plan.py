@@ -81,9 +81,10 @@ def test_output_goes_with_a_full_offload_and_embeddings_stay_home(tmp_path: Path
     plan = plan_from_gguf(path, 256)
     output = (tensors["output.weight"] + tensors["output_norm.weight"]) / MIB
     assert plan.output_mib == pytest.approx(output)
-    assert plan.gpu_mib(3) - plan.gpu_mib(2) == pytest.approx(
-        plan.layer_weights_mib[0] + plan.kv_per_layer_mib + output
-    )
+    # -ngl 1 is the output layer alone (llama.cpp offloads it first); 3 is everything
+    assert plan.gpu_mib(1) == pytest.approx(output + plan.compute_gpu_mib)
+    assert plan.gpu_mib(3) - plan.gpu_mib(1) == pytest.approx(
+        sum(plan.layer_weights_mib) + 3 * plan.kv_per_layer_mib)
     assert plan.host_mib(3) == pytest.approx(plan.host_only_mib + plan.compute_host_mib)
 
 

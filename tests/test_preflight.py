@@ -36,8 +36,9 @@ def _plan(layers: int = 4) -> MemoryPlan:
 
 PLAN = _plan()
 FULL = PLAN.gpu_mib(4)  # 400 + 40 + 50 + 20 = 510
-TWO = PLAN.gpu_mib(2)  # 200 + 20 + 20 = 240
-THREE = PLAN.gpu_mib(3)  # 300 + 30 + 20 = 350
+# -ngl N as llama.cpp counts it: the output layer first, then the last N - 1 layers
+TWO = PLAN.gpu_mib(2)  # 50 + 100 + 10 + 20 = 180
+THREE = PLAN.gpu_mib(3)  # 50 + 200 + 20 + 20 = 290
 
 
 def _check(free: dict[int, float | None], **kw: object) -> Verdict:
@@ -54,7 +55,7 @@ def _line(verdict: Verdict, label: str) -> str:
 
 
 def test_the_sample_plan_adds_up() -> None:
-    assert (FULL, TWO, THREE) == (510.0, 240.0, 350.0)
+    assert (FULL, TWO, THREE) == (510.0, 180.0, 290.0)
 
 
 def test_fits_with_every_layer() -> None:
@@ -81,9 +82,10 @@ def test_fits_partially_with_the_most_layers_that_fit() -> None:
     assert (v.kind, v.gpu, v.gpu_layers) == ("fits-partially", 0, 2)
     assert v.ok
     assert "2 of 4 layers fit on GPU 0" in v.message
-    assert "2 layers need 540 MiB" in v.message
+    assert "2 layers need 480 MiB" in v.message
     assert v.needed_mib == TWO + OVERHEAD
-    assert _line(v, "weights").startswith("weights: 200 MiB (2 of 4 layers;")
+    # -ngl 2: the output layer and the last repeating layer
+    assert _line(v, "weights").startswith("weights: 150 MiB (1 of 4 layers + output;")
 
 
 def test_strict_gpu_does_not_fit_when_only_some_layers_would() -> None:

@@ -61,7 +61,8 @@ class Planner:
         tool = self._fit_tool() if self._fit_tool is not None else None
         if tool is not None:
             projection = fit_params.project(tool, path, context_size=cfg.context_size,
-                                            gpu_layers=facts.layers, extra_args=cfg.args)
+                                            gpu_layers=facts.layers + 1,  # + the output
+                                            extra_args=cfg.args)
             if projection is not None:
                 total = facts.tensor_bytes or 1
                 shares = [b / total for b in facts.layer_bytes]

@@ -335,8 +335,9 @@ def _run(tool: Path, model: Path, *, context_size: int, gpu_layers: int, paralle
 def to_plan(projection: Projection, layers: int,
             layer_weights_share: Sequence[float] | None = None) -> MemoryPlan:
     """A :class:`MemoryPlan` (source "llama.cpp") from one projection, so any ``-ngl`` can
-    be priced. The projection is exact at its own ``-ngl``; elsewhere the model buffer is
-    split over the ``layers`` repeating layers, evenly or by ``layer_weights_share`` (each
+    be priced. The projection is exact at its own ``-ngl`` when that is a full offload
+    (what gpuwarden asks for); otherwise the model buffer is split over the ``layers``
+    repeating layers, evenly or by ``layer_weights_share`` (each
     layer's fraction of all the model's weights, in order, from the GGUF metadata; what
     they leave over is the non-repeating weights: token embeddings and output).
 
@@ -357,9 +358,6 @@ def to_plan(projection: Projection, layers: int,
         shares = [float(s) for s in layer_weights_share]
         scale = 1.0 / sum(shares) if sum(shares) > 1.0 else 1.0
         weights = tuple(total * s * scale for s in shares)
-    elif 0 < n_gpu < layers:
-        # The device holds exactly the last n_gpu layers: a measured per-layer size.
-        weights = (gpu_model / n_gpu,) * layers
     elif n_gpu == layers:
         weights = (gpu_model / layers,) * layers  # output counted within the layers
     else:

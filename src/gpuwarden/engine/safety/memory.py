@@ -18,11 +18,14 @@ class MemoryPlan:
     MiB, split so any number of GPU layers can be priced.
 
     ``layer_weights_mib``: the weights of each repeating layer (block), in order;
-    ``output_mib``: weights that go to the GPU only with a full offload (output / lm head
-    and what llama.cpp keeps beside it), ``host_only_mib``: weights that stay on the host
-    whatever the offload (token embeddings); ``kv_per_layer_mib``: K and V cache of one
-    layer at this context; ``compute_gpu_mib`` / ``compute_host_mib``: compute buffers.
+    ``output_mib``: the output layer's weights (output / lm head and its norm), which
+    llama.cpp offloads first (``-ngl 1`` is the output alone); ``output_first`` False: a
+    plan whose layers count alone, as a simulated model's do; ``host_only_mib``: weights
+    that stay on the host whatever the offload (token embeddings); ``kv_per_layer_mib``:
+    K and V cache of one layer at this context; ``compute_gpu_mib`` /
+    ``compute_host_mib``: compute buffers.
     """
+
 
     source: PlanSource
     layer_weights_mib: tuple[float, ...]
@@ -32,28 +35,40 @@ class MemoryPlan:
     compute_gpu_mib: float
     compute_host_mib: float
     context_size: int  # after capping at the model's training context
+    output_first: bool = True
 
     @property
     def layers(self) -> int:
         return len(self.layer_weights_mib)
 
+    def split(self, gpu_layers: int) -> tuple[int, bool]:
+        """(repeating layers on the GPU, output on the GPU) for ``-ngl gpu_layers``, as
+        llama.cpp counts: the output layer goes first, then the last layers; ``layers`` or
+        more is everything."""
+        if gpu_layers <= 0:
+            return 0, False
+        if gpu_layers >= self.layers:
+            return self.layers, True
+        if not self.output_first:
+            return gpu_layers, False
+        return gpu_layers - 1, True
+
     def gpu_mib(self, gpu_layers: int) -> float:
-        """GPU buffers with the last ``gpu_layers`` layers offloaded (as -ngl does); 0
-        for none. The per-process CUDA overhead is not included."""
-        n = max(0, min(gpu_layers, self.layers))
-        if n == 0:
+        """GPU buffers for ``-ngl gpu_layers`` (0: none; ``layers`` or more: every layer
+        and the output). The per-process CUDA overhead is not included."""
+        n, output = self.split(gpu_layers)
+        if n == 0 and not output:
             return 0.0
         on_gpu = sum(self.layer_weights_mib[self.layers - n:]) + n * self.kv_per_layer_mib
-        full = self.output_mib if n == self.layers else 0.0
-        return on_gpu + full + self.compute_gpu_mib
+        return on_gpu + (self.output_mib if output else 0.0) + self.compute_gpu_mib
 
     def host_mib(self, gpu_layers: int) -> float:
         """Host buffers for that offload (what stays on the CPU)."""
-        n = max(0, min(gpu_layers, self.layers))
+        n, output = self.split(gpu_layers)
         on_host = self.layers - n
-        weights = sum(self.layer_weights_mib[: on_host]) + self.host_only_mib
-        output = 0.0 if n == self.layers else self.output_mib
+        weights = sum(self.layer_weights_mib[:on_host]) + self.host_only_mib
+        stays = 0.0 if output else self.output_mib
         # With nothing offloaded the CPU runs every op: the larger (main) compute buffer.
-        compute = max(self.compute_gpu_mib, self.compute_host_mib) if n == 0 \
-            else self.compute_host_mib
-        return weights + output + on_host * self.kv_per_layer_mib + compute
+        compute = self.compute_host_mib if n or output else \
+            max(self.compute_gpu_mib, self.compute_host_mib)
+        return weights + stays + on_host * self.kv_per_layer_mib + compute

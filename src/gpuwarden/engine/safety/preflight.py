@@ -85,6 +85,7 @@ def plan_from_config_vram(vram_mib: float, layers: int, context_size: int) -> Me
         compute_gpu_mib=0.0,
         compute_host_mib=0.0,
         context_size=context_size,
+        output_first=False,  # the figure is spread over the layers alone
     )
 
 
@@ -217,17 +218,17 @@ class _Base:
                needed: float) -> tuple[str, ...]:
         plan = self.plan
         total = plan.layers
-        weights = sum(plan.layer_weights_mib[total - n:]) if n else 0.0
-        with_output = n == total and n > 0
+        repeating, with_output = plan.split(n)
+        weights = sum(plan.layer_weights_mib[total - repeating:]) if repeating else 0.0
         if with_output:
             weights += plan.output_mib
-        where = f"{n} of {total} layers" + (" + output" if with_output else "")
+        where = f"{repeating} of {total} layers" + (" + output" if with_output else "")
         free_text = ("unknown" if free is None else _mib(free)) if gpu is not None else "no GPU"
         on = f" on GPU {gpu}" if gpu is not None else ""
         return (
             f"weights: {_mib(weights)} ({where}; {_mib(plan.host_only_mib)} stay on the host)",
-            f"KV cache: {_mib(n * plan.kv_per_layer_mib)} "
-            f"({plan.context_size} cells x {n} layers)",
+            f"KV cache: {_mib(repeating * plan.kv_per_layer_mib)} "
+            f"({plan.context_size} cells x {repeating} layers)",
             f"compute: {_mib(plan.compute_gpu_mib if n else 0.0)}",
             f"CUDA overhead: {_mib(self.overhead if n else 0.0)}",
             f"needed: {_mib(needed)}",

@@ -31,5 +31,6 @@ class LlamaCppPythonBackend(LlamaServerBackend):
         cfg = launch.config
         return [str(binary), "-m", "llama_cpp.server", "--model", str(cfg.path),
                 "--host", "127.0.0.1", "--port", str(port), "--api_key", api_key,
-                "--n_gpu_layers", str(launch.gpu_layers), "--n_ctx", str(cfg.context_size),
+                "--n_gpu_layers", "-1" if launch.device == "gpu" else str(launch.gpu_layers),
+                "--n_ctx", str(cfg.context_size),
                 *(("--n_threads", str(cfg.threads)) if cfg.threads else ()), *cfg.args]

@@ -60,7 +60,7 @@ def server_argv(binary: Path, launch: Launch, port: int, api_key: str) -> list[s
     cfg = launch.config
     assert cfg.path is not None
     return [str(binary), "--model", str(cfg.path), "--host", "127.0.0.1", "--port", str(port),
-            "--api-key", api_key, "--n-gpu-layers", str(launch.gpu_layers),
+            "--api-key", api_key, "--n-gpu-layers", ngl_arg(launch),
             "--ctx-size", str(cfg.context_size), "--metrics", "--no-webui", "--alias", cfg.name,
             *(("--threads", str(cfg.threads)) if cfg.threads else ()), *cfg.args,
             *_throttled(launch)]
@@ -420,11 +420,24 @@ def _create_time(pid: int) -> float:
         return time.time()
 
 
+def ngl_arg(launch: Launch) -> str:
+    """``--n-gpu-layers``: ``all`` on the full GPU (whatever the file's real layer count:
+    a number equal to it would leave the first layer on the CPU, as llama.cpp offloads
+    the output layer first), else the planned number."""
+    return "all" if launch.device == "gpu" else str(launch.gpu_layers)
+
+
+ALL_LAYERS = 1_000_000  # what ``--n-gpu-layers all`` reads back as
+
+
 def gpu_layers_of(cmdline: tuple[str, ...]) -> int:
-    """The --n-gpu-layers a recorded server was started with (0 if absent)."""
+    """The --n-gpu-layers a recorded server was started with (0 if absent; ``all``: every
+    layer)."""
     for flag in ("--n-gpu-layers", "-ngl", "--gpu-layers"):
         if flag in cmdline[:-1]:
             value = cmdline[cmdline.index(flag) + 1]
+            if value == "all":
+                return ALL_LAYERS
             return int(value) if value.isdigit() else 0
     return 0
 
