@@ -217,3 +217,22 @@ def test_a_dead_or_zombie_process_does_not_match(
     assert not process_matches(rec)  # killed, not yet reaped
     proc.wait(timeout=10)
     assert not process_matches(rec)  # gone
+
+
+def test_the_gpu_a_server_runs_on_is_kept_and_checked(tmp_path) -> None:
+    reg = ServerRegistry(tmp_path / "servers.json")
+    reg.load()
+    reg.add(record("m", gpu=1))
+    again = ServerRegistry(tmp_path / "servers.json")
+    assert again.load() == [] and again.records()["m"].gpu == 1
+    with pytest.raises(ValueError, match="gpu must be"):
+        record("m", gpu=-1)
+
+
+def test_an_adopted_server_counts_on_the_gpu_it_runs_on() -> None:
+    from lifecycle_helpers import model as model_config
+    from lifecycle_rig import Rig
+
+    rig = Rig(model_config("m", placement="gpu"))
+    assert rig.manager.adopt("m", 32, lambda *_: None, gpu=1)
+    assert rig.manager.state("m").config.gpu == 1

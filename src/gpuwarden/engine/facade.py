@@ -362,7 +362,8 @@ class Engine:
                        on_activity: ActivityCallback, record: ServerRecord = record) -> None:
                 self._llama_server.adopt(record, launch, on_ready, on_exit, on_activity)
 
-            if self._manager.adopt(record.model, gpu_layers_of(record.cmdline), attach):
+            if self._manager.adopt(record.model, gpu_layers_of(record.cmdline), attach,
+                                   gpu=record.gpu):
                 adopted.append(record.model)
         return adopted
 

@@ -302,7 +302,8 @@ class ManagerCore:
 
     def _apply_safety(self, snap: Snapshot) -> None:
         """Judge the sample against the limits; an abort stops its models at once."""
-        calm = replace(snap, host=replace(snap.host, cpu_pct=self.pressure.cpu_average()))
+        cpu = self.pressure.cpu_average() if snap.host.cpu_pct is not None else None
+        calm = replace(snap, host=replace(snap.host, cpu_pct=cpu))  # n/a stays n/a
         for change in self.safety.check(calm, self._cfg.safety):
             self._bus.publish(change.event())
             verdict = change.verdict

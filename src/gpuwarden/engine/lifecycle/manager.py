@@ -400,13 +400,16 @@ class LifecycleManager(ManagerCore):
 
     # -- adoption, autostart, shutdown ----------------------------------------------------
 
-    def adopt(self, name: str, gpu_layers: int, attach: Attach) -> bool:
+    def adopt(self, name: str, gpu_layers: int, attach: Attach, gpu: int | None = None) -> bool:
         """Take over a server that is already running (started by an earlier gpuwarden)
-        instead of launching a second copy. ``attach`` hooks the backend up to it."""
+        instead of launching a second copy. ``attach`` hooks the backend up to it; ``gpu``:
+        the GPU it runs on, when known (it counts there, whatever the config says now)."""
         with self._locked():
             s = self._states.get(name)
             if s is None or s.live:
                 return False
+            if gpu is not None and gpu != s.config.gpu:
+                s = replace(s, config=replace(s.config, gpu=gpu))
             self._next_instance += 1
             device, layers = resolve(gpu_layers, s.config, has_gpu=gpu_layers > 0)
             launch = Launch(s.config, device, layers, self._next_instance)

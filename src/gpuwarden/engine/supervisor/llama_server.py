@@ -229,7 +229,7 @@ class LlamaServerBackend:
         record = ServerRecord(model=name, pid=proc.pid, port=server.port,
                               api_key=server.api_key, executable=str(Path(argv[0]).resolve()),
                               cmdline=tuple(argv), started_ts=_create_time(proc.pid),
-                              instance=instance)
+                              instance=instance, gpu=server.launch.config.gpu)
         self._record(lambda r: r.add(record))
         threading.Thread(target=self._watch, args=(server,), name=f"health-{name}",
                          daemon=True).start()

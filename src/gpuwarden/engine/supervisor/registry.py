@@ -48,6 +48,7 @@ class ServerRecord:
     cmdline: tuple[str, ...]  # full argv as launched
     started_ts: float  # unix seconds
     instance: int = 0
+    gpu: int = 0  # the GPU it was started on (gpu = "auto" may have picked any)
 
     def __post_init__(self) -> None:
         problem = _check(self)
@@ -79,6 +80,8 @@ def _check(r: ServerRecord) -> str:
         return f"started_ts must be unix seconds, not {ts!r}"
     if not _is_int(r.instance) or r.instance < 0:
         return f"instance must be a whole number >= 0, not {r.instance!r}"
+    if not _is_int(r.gpu) or r.gpu < 0:
+        return f"gpu must be a whole number >= 0, not {r.gpu!r}"
     return ""
 
 
