@@ -124,9 +124,10 @@ class Engine:
                                   (self._hints.load() if self._hints is not None else [])]
         overhead = OverheadBook(paths.overhead, self._clock)
         self.startup_problems += overhead.load()
+        self._planner = Planner(overhead, fit_tool=self._fit_tool)
         self._manager = LifecycleManager(config, backends, bus=self._bus, clock=self._clock,
                                          hints=self._hints, measure=self._measure,
-                                         planner=Planner(overhead, fit_tool=self._fit_tool))
+                                         planner=self._planner)
         self._manager.set_waker(self._wake)
         self._sampler.subscribe(self._manager.on_snapshot)
         sim = self._simulated_probe()
@@ -162,6 +163,7 @@ class Engine:
         """On the driver's thread: adopt servers left running, take a first sample (so
         autostart loads know what fits), autostart, and watch the config file."""
         self._adopt_running_servers()
+        self._planner.warm(self._manager.config.models)
         self._sample(self._clock.monotonic())
         self._manager.autostart()
         if watch_config and self._config_path is not None:
@@ -290,6 +292,7 @@ class Engine:
         if "sample_interval_s" in diff.settings_changed and diff.unusable is None:
             message += " (the sample interval applies at the next start)"
         if diff.unusable is None:
+            self._planner.warm(diff.config.models)  # outside the lock: the fit tool may run
             self._manager.reconfigure(diff)
             if "llama_server" in diff.settings_changed:
                 self._llama_server.set_binary(_llama_binary(diff.config))

@@ -72,6 +72,12 @@ class Planner:
                                k_bytes=cache_type_bytes(k_type),
                                v_bytes=cache_type_bytes(v_type))
 
+    def warm(self, configs: Sequence[ModelConfig]) -> None:
+        """Price every model now (from the driver's thread, outside the manager's lock),
+        so a load never waits for llama.cpp's fit tool while holding it."""
+        for cfg in configs:
+            self.problem(cfg)
+
     def problem(self, cfg: ModelConfig) -> str | None:
         """Why this model cannot be loaded at all (its file), or None."""
         try:
