@@ -311,3 +311,21 @@ def test_emergency_stop_is_loud() -> None:
     assert event.to_dict()["models"] == ("chat-8b", "coder-14b")
     quiet = EmergencyStop(scope="host", gpu=None, reason="CPU at 96 C")
     assert quiet.describe() == "EMERGENCY STOP on host: CPU at 96 C; stopped: no model was running"
+
+
+def test_reduce_intensity_holds_until_a_band_under_the_limit_so_it_does_not_flap() -> None:
+    from gpuwarden.engine.safety.limits import SafetyConfig, host_limits
+    from gpuwarden.engine.safety.verdict import PERCENT_BAND, judge_host
+    from gpuwarden.engine.telemetry.snapshot import HostSample
+
+    limits = host_limits(SafetyConfig(ram_pct=85.0))
+
+    def ram(pct: float, previous):
+        return judge_host(HostSample(ram_used_mib=pct, ram_total_mib=100.0), limits, previous)
+
+    first = ram(86.0, None)
+    assert first.kind == "reduce_intensity" and first.cause == "ram"
+    hovering = ram(84.0, first)  # under the limit, inside the band: still reduced
+    assert hovering.kind == "reduce_intensity" and hovering.throttle == 0.0
+    assert ram(85.0 - PERCENT_BAND - 0.1, hovering).kind == "proceed"
+    assert ram(84.0, None).kind == "proceed"  # no band without a previous reduce

@@ -42,6 +42,8 @@ Scope = Literal["gpu", "host"]
 # What a verdict was decided by (and the names ``unknown`` lists).
 Cause = Literal["temperature", "power", "vram", "cpu_temperature", "cpu", "ram"]
 
+PERCENT_BAND = 5.0  # a reduce-intensity verdict for VRAM, CPU or RAM holds until this many
+POWER_BAND = 0.05  # points under its limit (power: 5 % under its warn level)
 SEVERITY: Mapping[VerdictKind, int] = {
     "proceed": 0, "reduce_intensity": 1, "wait_cooldown": 2, "abort": 3}
 
@@ -165,15 +167,25 @@ def _power(
         return _Finding("abort", "power", f"{at}, still not under its warn limit "
                         f"{_n(warn.value)} W after reaching its hard limit {_n(hard.value)} W "
                         f"({hard.origin})", reading, hard.value, 1.0)
-    if reading >= warn.value:
+    if reading >= warn.value or (_holding(previous, "power") and
+                                 reading >= warn.value * (1 - POWER_BAND)):
         return _Finding("reduce_intensity", "power",
                         f"{at}, warn limit {_n(warn.value)} W ({warn.origin})",
                         reading, warn.value, _ramp(reading, warn.value, hard.value))
     return None
 
 
-def _percent(who: str, what: str, cause: Cause, reading: float, limit: Limit) -> _Finding | None:
-    if reading < limit.value:
+def _holding(previous: Verdict | None, cause: Cause) -> bool:
+    """A reduce-intensity verdict for ``cause`` holds until the reading is a band under
+    its limit, so a reading hovering at the limit does not flap."""
+    return previous is not None and previous.kind == "reduce_intensity" and \
+        previous.cause == cause
+
+
+def _percent(who: str, what: str, cause: Cause, reading: float, limit: Limit,
+             previous: Verdict | None) -> _Finding | None:
+    if reading < limit.value and not (_holding(previous, cause) and
+                                      reading >= limit.value - PERCENT_BAND):
         return None
     return _Finding("reduce_intensity", cause,
                     f"{who} {what} at {_n(reading)} %, limit {_n(limit.value)} % ({limit.origin})",
@@ -227,7 +239,7 @@ def judge_gpu(sample: GpuSample, limits: GpuLimits, previous: Verdict | None) ->
     if vram is None:
         unknown.append("vram")
     else:
-        found = _percent(who, "VRAM", "vram", vram, limits.vram_pct)
+        found = _percent(who, "VRAM", "vram", vram, limits.vram_pct, previous)
         if found is not None:
             findings.append(found)
     return _verdict("gpu", sample.index, who, findings, unknown, cooling)
@@ -253,14 +265,14 @@ def judge_host(host: HostSample, limits: HostLimits, previous: Verdict | None) -
     if cpu is None:
         unknown.append("cpu")
     else:
-        found = _percent("host", "CPU", "cpu", cpu, limits.cpu_pct)
+        found = _percent("host", "CPU", "cpu", cpu, limits.cpu_pct, previous)
         if found is not None:
             findings.append(found)
     ram = _pct(host.ram_used_mib, host.ram_total_mib)
     if ram is None:
         unknown.append("ram")
     else:
-        found = _percent("host", "RAM", "ram", ram, limits.ram_pct)
+        found = _percent("host", "RAM", "ram", ram, limits.ram_pct, previous)
         if found is not None:
             findings.append(found)
     return _verdict("host", None, who, findings, unknown, cooling)
