@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,8 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from gguf_factory import WeightType, write_tiny_llama
-from gpuwarden.engine.safety.fit_params import Allocated, allocated, project
+from gpuwarden.engine.safety.fit_params import project
 from gpuwarden.engine.supervisor.locate import find_fit_params, find_llama_server
+from server_buffers import server_allocation
 
 MetadataEstimate = Callable[[Path, int], float]
 
@@ -73,39 +72,6 @@ SHAPES = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def launch_args(model: Path, context_size: int, port: int) -> list[str]:
-    """What LlamaServerBackend passes (server_argv), on the CPU (-ngl 0), no extra args."""
-    return ["--model", str(model), "--host", "127.0.0.1", "--port", str(port), "--api-key",
-            "bench", "--n-gpu-layers", "0", "--ctx-size", str(context_size), "--metrics",
-            "--no-webui", "--alias", "bench"]
-
-
-def server_buffers(binary: Path, model: Path, context_size: int, log_path: Path) -> Allocated:
-    # -lv 4: at its default verbosity llama-server does not log the "buffer size" lines.
-    argv = [str(binary), *launch_args(model, context_size, _free_port()), "-lv", "4"]
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and proc.poll() is None:
-                if "listening on http" in log_path.read_text(errors="replace"):
-                    break
-                time.sleep(0.05)
-        finally:
-            proc.terminate()
-            proc.wait(10)
-    got = allocated(log_path.read_text(errors="replace"))
-    if got is None:
-        raise RuntimeError(f"no buffer sizes in {log_path}")
-    return got
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llama-server", type=Path, default=None)
@@ -129,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 context_length=max(args.contexts))
             size = model.stat().st_size / 2**20
             for ctx in args.contexts:
-                real = server_buffers(server, model, ctx, Path(tmp) / "server.log")
+                real = server_allocation(server, model, ctx, Path(tmp) / "server.log")
                 fit_cell = diff_cell = ms_cell = "n/a"
                 if tool is not None:
                     started = time.perf_counter()

@@ -84,7 +84,7 @@ def test_json(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["model"] == str(model)
     assert doc["gpu"] in (0, 1)
     assert doc["gpu_layers"] == doc["total_layers"] == 2
-    assert doc["needed_mib"] > doc["overhead_mib"] == 400.0
+    assert doc["needed_mib"] > doc["overhead_mib"] == 650.0  # nothing learned yet: the default
     assert doc["margin_mib"] == 512.0
     assert isinstance(doc["lines"], list)
     assert doc["notes"] == []

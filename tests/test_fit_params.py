@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import stat
-import subprocess
 import time
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from gpuwarden.engine.supervisor.locate import (
     find_fit_params,
     find_llama_server,
 )
+from server_buffers import server_allocation
 
 
 def _tools() -> tuple[Path | None, Path | None]:
@@ -72,16 +71,6 @@ def fit_tool() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return FIT_TOOL
-
-
-@pytest.fixture(scope="module")
-def server_bin() -> Path:
-    if LLAMA_SERVER is None:
-        message = "llama-server is not built: run `gpuwarden setup llama-server`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return LLAMA_SERVER
 
 
 # -- the parser --------------------------------------------------------------------------
@@ -257,38 +246,9 @@ def test_slots_as_the_tool_sees_them(tmp_path, args, sequences):
 
 # -- the real tool against the real server -----------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def server_allocation(binary: Path, model: Path, context_size: int, log_path: Path,
-                      args: tuple[str, ...] = ()) -> Allocated:
-    """Start llama-server as gpuwarden launches it, read its buffers, stop it. ``-lv 4``:
-    at its default verbosity this llama-server does not log the "buffer size" lines."""
-    argv = [str(binary), "--model", str(model), "--host", "127.0.0.1", "--port",
-            str(_free_port()), "--api-key", "k", "--n-gpu-layers", "0", "--ctx-size",
-            str(context_size), "--metrics", "--no-webui", "--alias", "tiny", *args, "-lv", "4"]
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and proc.poll() is None:
-                if "listening on http" in log_path.read_text(errors="replace"):
-                    break
-                time.sleep(0.05)
-        finally:
-            proc.terminate()
-            proc.wait(10)
-    text = log_path.read_text(errors="replace")
-    got = allocated(text)
-    assert got is not None, text[-2000:]
-    return got
-
-
 @pytest.mark.parametrize("context_size", [512, 4096])
-def test_projection_matches_the_real_server(fit_tool, server_bin, tmp_path, context_size):
+def test_projection_matches_the_real_server(fit_tool, llama_server_bin, tmp_path,
+                                           context_size):
     model = write_tiny_llama(tmp_path / "tiny.gguf", n_layers=4, n_embd=256, n_ff=512,
                              n_head=8, n_head_kv=2, context_length=4096)
     args = ("--threads", "1")
@@ -297,7 +257,8 @@ def test_projection_matches_the_real_server(fit_tool, server_bin, tmp_path, cont
     elapsed = time.monotonic() - started
     assert got is not None
     assert got.devices == ()  # the CPU build
-    real = server_allocation(server_bin, model, context_size, tmp_path / "server.log", args)
+    real = server_allocation(llama_server_bin, model, context_size, tmp_path / "server.log",
+                             args)
     # The tool prints whole MiB, rounded down: each part within 1 MiB below the real one.
     assert 0 <= real.model_mib - got.host.model_mib < 1
     assert 0 <= real.context_mib - got.host.context_mib < 1

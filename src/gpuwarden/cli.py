@@ -24,7 +24,8 @@ SUBCOMMANDS = ("status", "headless", "setup", "doctor", "estimate")
 EXIT_USAGE = 2
 
 
-def _simulate_arg(text: str) -> SimulateSpec:
+def simulate_arg(text: str) -> SimulateSpec:
+    """argparse type of ``--simulate``: N GPUs or a scenario file."""
     try:
         return parse_simulate(text)
     except ValueError as exc:
@@ -63,7 +64,7 @@ def _add_telemetry_options(p: argparse.ArgumentParser, top: bool) -> None:
     if not top:
         p.argument_default = argparse.SUPPRESS
     p.add_argument(
-        "--simulate", nargs="?", const=SimulateSpec(), type=_simulate_arg, metavar="N|SCENARIO",
+        "--simulate", nargs="?", const=SimulateSpec(), type=simulate_arg, metavar="N|SCENARIO",
         help="use simulated GPU(s) instead of NVML: a count (1-8, default 1) or a scenario "
              "TOML file (see docs/scenario.md)")
     p.add_argument("--models-dir", action="append", type=Path, metavar="DIR",

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from gpuwarden import __version__
+from gpuwarden.cli import simulate_arg
 from gpuwarden.engine import paths
 from gpuwarden.engine.atomic import atomic_write_text
 from gpuwarden.engine.journal import default_journal_path
 from gpuwarden.engine.runtime import (
     SimulateSpec,
     TelemetryOptions,
-    parse_simulate,
     take_snapshot,
 )
 from gpuwarden.engine.safety.capabilities import Capabilities, inspect_capabilities
@@ -66,18 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", type=Path, metavar="PATH",
                    help="save the text report here (default: the data folder, "
                         "doctor-YYYYmmdd-HHMMSS.txt)")
-    p.add_argument("--simulate", nargs="?", const=SimulateSpec(), type=_simulate,
+    p.add_argument("--simulate", nargs="?", const=SimulateSpec(), type=simulate_arg,
                    metavar="N|SCENARIO",
                    help="read the limits of simulated GPU(s) instead of NVML's: a count "
                         "(1-8, default 1) or a scenario file")
     return p
-
-
-def _simulate(text: str) -> SimulateSpec:
-    try:
-        return parse_simulate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- limits --------------------------------------------------------------------------------

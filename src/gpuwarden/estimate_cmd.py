@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NoReturn, get_args
 
+from gpuwarden.cli import simulate_arg
+from gpuwarden.engine.clock import SystemClock
+from gpuwarden.engine.paths import data_dir
 from gpuwarden.engine.runtime import (
     SimulateSpec,
     TelemetryOptions,
-    parse_simulate,
     take_snapshot,
 )
 from gpuwarden.engine.safety import fit_params
@@ -35,6 +37,7 @@ from gpuwarden.engine.safety.gguf_plan import (
     read_gguf,
 )
 from gpuwarden.engine.safety.memory import MemoryPlan, PlanSource
+from gpuwarden.engine.safety.overhead import DEFAULT_OVERHEAD_MIB, OverheadBook
 from gpuwarden.engine.safety.preflight import (
     DEFAULT_MARGIN_MIB,
     GpuChoice,
@@ -51,7 +54,6 @@ from gpuwarden.engine.telemetry.scenario import ScenarioError
 
 PROG = "gpuwarden estimate"
 DEFAULT_CONTEXT = 4096  # a model's context_size when its config sets none
-DEFAULT_OVERHEAD_MIB = 400.0  # the CUDA context and libraries of one llama-server
 MAX_MIB = float(1 << 30)
 EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_USAGE = 0, 1, 2
 SourceChoice = Literal["auto", "llama.cpp", "metadata"]
@@ -108,13 +110,6 @@ def _mib(text: str) -> float:
     return value
 
 
-def _simulate(text: str) -> SimulateSpec:
-    try:
-        return parse_simulate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Will this model fit in the free VRAM? Prices a GGUF "
                 "model from its metadata before it is loaded.")
@@ -123,10 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"context size in tokens (default {DEFAULT_CONTEXT})")
     p.add_argument("--gpu", type=_gpu, default="auto", metavar="I|auto",
                    help="the GPU to place it on (default auto: the one it fits best)")
-    p.add_argument("--simulate", nargs="?", const=SimulateSpec(), type=_simulate,
+    p.add_argument("--simulate", nargs="?", const=SimulateSpec(), type=simulate_arg,
                    metavar="N|SCENARIO", help="simulated GPU(s) instead of NVML")
-    p.add_argument("--overhead-mib", type=_mib, default=DEFAULT_OVERHEAD_MIB, metavar="X",
-                   help=f"per-process CUDA overhead (default {DEFAULT_OVERHEAD_MIB:.0f})")
+    p.add_argument("--overhead-mib", type=_mib, default=None, metavar="X",
+                   help="per-process CUDA overhead (default: what gpuwarden learned on that "
+                        f"GPU, else {DEFAULT_OVERHEAD_MIB:.0f})")
     p.add_argument("--margin-mib", type=_mib, default=DEFAULT_MARGIN_MIB, metavar="X",
                    help=f"free VRAM to keep spare (default {DEFAULT_MARGIN_MIB:.0f})")
     p.add_argument("--source", choices=SOURCE_CHOICES, default="auto",
@@ -228,8 +224,14 @@ def estimate(args: argparse.Namespace) -> Estimate:
     free = free_vram(args.simulate)
     if not free:
         notes.append("note: no GPU found: the model would run entirely on the CPU")
+    overhead = args.overhead_mib
+    if overhead is None:  # the engine's own figure: learned per GPU, else the default
+        book = OverheadBook(data_dir() / "gpu-overhead.json", SystemClock())
+        book.load()
+        index = args.gpu if isinstance(args.gpu, int) else 0
+        overhead = book.get(index)[0]
     verdict = preflight(plan, free, requested="auto", gpu=args.gpu,
-                        overhead_mib=args.overhead_mib, margin_mib=args.margin_mib)
+                        overhead_mib=overhead, margin_mib=args.margin_mib)
     return Estimate(verdict, tuple(notes))
 
 
