@@ -234,3 +234,12 @@ def test_a_restart_while_the_old_process_stops_does_not_make_the_driver_spin(tmp
     drive(engine, clock, 3.0)
     assert row(engine, "a").state == "ready"
     engine.close()
+
+
+def test_starting_twice_starts_once():
+    engine, clock, events = engine_for(model("a", placement="cpu", autostart=True))
+    drive(engine, clock, 1.0)
+    engine.start(watch_config=False)  # a second driver (or a script) calling it again
+    drive(engine, clock, 1.0)
+    assert [e.type for e in events].count("model.loading") == 1
+    engine.close()

@@ -137,6 +137,7 @@ class Engine:
         self._next_sample = self._started
         self._waker: Callable[[], None] = _nothing
         self._reload_wanted = threading.Event()
+        self._running = False
         self._watcher: ConfigWatcher | None = None
         self._config_stamp = _file_stamp(config_path)  # what the running config was read from
         for problem in (*problems, *self.startup_problems):
@@ -161,7 +162,11 @@ class Engine:
 
     def start(self, watch_config: bool = True) -> None:
         """On the driver's thread: adopt servers left running, take a first sample (so
-        autostart loads know what fits), autostart, and watch the config file."""
+        autostart loads know what fits), autostart, and watch the config file. Once: a
+        second call does nothing."""
+        if self._running:
+            return
+        self._running = True
         self._adopt_running_servers()
         self._planner.warm(self._manager.config.models)
         self._sample(self._clock.monotonic())
