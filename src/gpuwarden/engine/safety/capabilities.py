@@ -365,7 +365,8 @@ class _TorchAnswers:
 def _inspect_torch(torch: Any | None) -> _TorchAnswers:
     out = _TorchAnswers()
     if torch is None:
-        out.note = "torch is not installed (optional: needed only for PyTorch models)."
+        out.note = ("torch is not installed (optional: when it is, its own answers on the "
+                    "GPU and bfloat16 are used).")
         return out
     out.version = str(getattr(torch, "__version__", "unknown"))
     cuda = _torch_call(lambda: torch.version.cuda)
