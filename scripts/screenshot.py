@@ -3,6 +3,8 @@
 The simulated GPUs are first run through ten minutes of a scripted workload on a fake
 clock (in well under a second), so the picture shows real history rather than a blank
 graph; then the real bridge and engine thread drive the window for a few live ticks.
+The models table shows five models in different states: ready on a GPU (pinned), moved
+to the CPU by pressure, loading, restarting after a crash, and unloaded.
 
     QT_QPA_PLATFORM=offscreen python scripts/screenshot.py docs/screenshot.png
 """
@@ -25,7 +27,7 @@ from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.clock import FakeClock
 from gpuwarden.engine.facade import Engine, ServicePaths
-from gpuwarden.engine.lifecycle.config import Config, ModelConfig
+from gpuwarden.engine.lifecycle.config import Config, ModelConfig, RestartConfig
 from gpuwarden.engine.telemetry.host import PsutilHostProbe
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.scenario import parse_scenario
@@ -85,6 +87,10 @@ at = 480
 action = "vram_free"
 gpu = 1
 owner = "comfyui"
+[[step]]
+at = 585
+action = "crash"
+model = "vision-7b"
 """
 
 
@@ -112,7 +118,13 @@ MODELS = Config(models=(
                 vram_mib=6200, load_time_s=3, autostart=True),
     ModelConfig(name="coder-14b", backend="simulated", placement="auto", eviction="pressure",
                 vram_mib=9800, ram_mib=11000, load_time_s=6),
-))
+    ModelConfig(name="vision-7b", backend="simulated", placement="gpu", gpu=1,
+                vram_mib=3000, load_time_s=2, autostart=True),
+    ModelConfig(name="embed-0.6b", backend="simulated", placement="gpu", gpu=1,
+                vram_mib=700, load_time_s=30),
+    ModelConfig(name="draft-1b", backend="simulated", placement="cpu", ram_mib=1400,
+                priority=-1),
+), restart=RestartConfig(backoff_base_s=40.0))
 
 
 def warmed_engine(clock: FakeClock) -> Engine:
@@ -124,7 +136,13 @@ def warmed_engine(clock: FakeClock) -> Engine:
     engine.start()
     drive(engine, clock, 45.0)
     engine.load("coder-14b")
-    drive(engine, clock, WARMUP_S - 45.0)
+    engine.set_priority("coder-14b", 5)
+    drive(engine, clock, 425.0)  # GPU 0 overheats on the way: its safety stop unloads both
+    engine.load("chat-8b")  # cool again: back on
+    engine.load("coder-14b")
+    drive(engine, clock, WARMUP_S - 480.0)
+    engine.load("embed-0.6b")  # still loading when the picture is taken
+    drive(engine, clock, 10.0)
     host.live = True
     return engine
 
@@ -146,6 +164,12 @@ def main(out: Path) -> int:
         ticks["n"] += 1
 
     bridge.snapshot_ready.connect(lambda _: tick_fake_clock())
+
+    def refused_move() -> None:  # a refusal, as the status bar shows it
+        window.model_panel.select("coder-14b")
+        window.model_panel.move_to_cpu()
+
+    QTimer.singleShot(1200, refused_move)
 
     def finish() -> None:
         window.grab().save(str(out))

@@ -1,10 +1,12 @@
-"""The main window: GPU graph tabs, host graphs, event log, and the no-GPU banner."""
+"""The main window: the models and their actions, GPU graph tabs, host graphs, event log,
+and the no-GPU banner. Command answers show in the status bar."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from PySide6.QtCore import Qt, Slot
+from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -13,6 +15,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTabWidget,
     QVBoxLayout,
@@ -21,14 +24,21 @@ from PySide6.QtWidgets import (
 
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.engine.events import Event
+from gpuwarden.engine.lifecycle.core_state import AdminResult
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot
+from gpuwarden.engine.views import ModelRow
 from gpuwarden.widgets.event_log import EventLog
 from gpuwarden.widgets.gpu_panel import GpuPanel, seconds_ago
 from gpuwarden.widgets.host_panel import HostPanel
+from gpuwarden.widgets.model_panel import ModelPanel
 from gpuwarden.widgets.plot import WINDOWS_S
 from gpuwarden.widgets.theme import Theme
 
 _SOURCE_TEXT = {"nvml": "NVIDIA (NVML)", "simulated": "SIMULATED GPU", "none": "no GPU"}
+_COMMAND_TEXT = {"load": "Load", "unload": "Unload", "offload": "Move to CPU",
+                 "restart": "Restart", "pin": "Pin", "unpin": "Unpin"}
+REFUSAL_SHOWN_MS = 8000
+DONE_SHOWN_MS = 5000
 
 
 class NoGpuBanner(QFrame):
@@ -58,10 +68,15 @@ class MainWindow(QMainWindow):
         self._theme = theme
         self._window_s = WINDOWS_S[0][1]
         self.gpu_panels: dict[int, GpuPanel] = {}
+        self._sent: dict[int, tuple[str, tuple[Any, ...]]] = {}
         self._build()
         bridge.snapshot_ready.connect(self.on_snapshot)
         bridge.history_ready.connect(self.on_history)
         bridge.event_raised.connect(self.on_event)
+        bridge.models_changed.connect(self.on_models)
+        bridge.command_finished.connect(self.on_command_finished)
+        self.model_panel.action_requested.connect(self.send_command)
+        self.model_panel.set_rows(bridge.rows)
         self.banner.simulate_button.clicked.connect(lambda: bridge.use_simulated(1))
 
     def _build(self) -> None:
@@ -82,14 +97,33 @@ class MainWindow(QMainWindow):
         self.gpu_tabs.hide()
         self.host_panel = HostPanel(self._theme)
         self.event_log = EventLog()
+        self.model_panel = ModelPanel(self._theme)
         split = QSplitter(Qt.Orientation.Vertical)
+        split.setChildrenCollapsible(False)
+        split.addWidget(self.model_panel)
         split.addWidget(self.gpu_tabs)
         split.addWidget(self.host_panel)
         split.addWidget(self.event_log)
-        split.setStretchFactor(0, 6)
-        split.setStretchFactor(1, 3)
-        split.setStretchFactor(2, 1)
-        split.setSizes([600, 260, 110])
+        split.setStretchFactor(0, 0)  # the table keeps its height; the graphs take the rest
+        split.setStretchFactor(1, 6)
+        split.setStretchFactor(2, 3)
+        split.setStretchFactor(3, 1)
+        split.setSizes([self.model_panel.preferred_height(), 480, 220, 100])
+        self.splitter = split
+        self._split_moved_by_user = False
+        split.splitterMoved.connect(self._on_split_moved)
+        self.command_label = QLabel()
+        self.command_label.setObjectName("commandAnswer")
+        # A long answer is cut at the window's edge (its tooltip has it all), never widens it.
+        self.command_label.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                         QSizePolicy.Policy.Preferred)
+        self.note_label = QLabel()
+        self.note_label.setObjectName("sourceNote")
+        self.statusBar().addWidget(self.command_label, 1)
+        self.statusBar().addPermanentWidget(self.note_label)
+        self._answer_timer = QTimer(self)
+        self._answer_timer.setSingleShot(True)
+        self._answer_timer.timeout.connect(self.command_label.clear)
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.addLayout(top)
@@ -131,7 +165,7 @@ class MainWindow(QMainWindow):
         stamp = time.strftime("%H:%M:%S", time.localtime(snap.ts))
         self.source_label.setText(f"{_SOURCE_TEXT[snap.gpu_source]} · last sample {stamp}")
         # The banner already explains a missing GPU; the status bar notes a simulation.
-        self.statusBar().showMessage("" if no_gpu else (snap.gpu_note or ""), 0)
+        self.note_label.setText("" if no_gpu else (snap.gpu_note or ""))
 
     def _sync_gpu_tabs(self, snap: Snapshot) -> None:
         wanted = {g.index for g in snap.gpus}
@@ -156,6 +190,58 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_event(self, event: Event) -> None:
         self.event_log.add_event(event)
+
+    @Slot(object)
+    def on_models(self, rows: tuple[ModelRow, ...]) -> None:
+        count = self.model_panel.model.rowCount()
+        self.model_panel.set_rows(rows)
+        if self.model_panel.model.rowCount() != count:
+            # After the layout settles: the GPU tabs may have just been shown.
+            QTimer.singleShot(0, self._fit_model_panel)
+
+    @Slot()
+    def _fit_model_panel(self) -> None:
+        """Give the table the height of its rows (up to eight), taken from the graphs
+        below it, until the user drags the splitter."""
+        sizes = self.splitter.sizes()
+        want = self.model_panel.preferred_height()
+        if self._split_moved_by_user or not sum(sizes) or sizes[0] == want:
+            return
+        biggest = max(range(1, len(sizes)), key=lambda i: sizes[i])
+        sizes[biggest] = max(0, sizes[biggest] - (want - sizes[0]))
+        sizes[0] = want
+        self.splitter.setSizes(sizes)
+
+    @Slot(int, int)
+    def _on_split_moved(self, _pos: int, _index: int) -> None:
+        self._split_moved_by_user = True
+
+    @Slot(str, object)
+    def send_command(self, command: str, args: tuple[Any, ...]) -> int:
+        """Send a panel's action to the engine; its answer comes to on_command_finished."""
+        command_id = self._bridge.request(command, *args)
+        self._sent[command_id] = (command, tuple(args))
+        return command_id
+
+    @Slot(int, object)
+    def on_command_finished(self, command_id: int, result: AdminResult) -> None:
+        command, _ = self._sent.pop(command_id, ("", ()))
+        message = result.message or ("done" if result.ok else "refused")
+        if result.ok:
+            self.show_answer(message[:1].upper() + message[1:], warning=False)
+        else:
+            what = _COMMAND_TEXT.get(command, command.replace("_", " ").capitalize())
+            self.show_answer(f"{what} refused: {message}" if what else message, warning=True)
+
+    def show_answer(self, text: str, *, warning: bool) -> None:
+        """A command's answer in the status bar, without a dialog: refusals stand out in
+        the warning colour and stay longer."""
+        self.command_label.setStyleSheet(
+            f"#commandAnswer {{ color: {self._theme.state_busy}; font-weight: bold; }}"
+            if warning else "")
+        self.command_label.setText(text)
+        self.command_label.setToolTip(text)
+        self._answer_timer.start(REFUSAL_SHOWN_MS if warning else DONE_SHOWN_MS)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.hide()  # stopping servers can take their 10 s grace: not with a frozen window

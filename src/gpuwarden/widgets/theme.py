@@ -29,6 +29,10 @@ class Theme:
     warn: str  # soft limits: slowdown temperature
     banner_bg: str
     banner_fg: str
+    # Model states in the table and command answers in the status bar.
+    state_ok: str  # ready
+    state_busy: str  # loading, waiting, stopping; refusals in the status bar
+    state_bad: str  # crashed, restarting, gave up
 
 
 DARK = Theme(
@@ -36,6 +40,7 @@ DARK = Theme(
     vram="#4fc3f7", temperature="#ffb74d", power="#ba68c8", util="#81c784", mem_util="#4db6ac",
     cpu="#64b5f6", ram="#f06292", swap="#a1887f", limit="#ef5350", warn="#ffca28",
     banner_bg="#4a3b12", banner_fg="#ffe9a8",
+    state_ok="#81c784", state_busy="#ffca28", state_bad="#ff6e6e",
 )
 
 LIGHT = Theme(
@@ -43,6 +48,7 @@ LIGHT = Theme(
     vram="#0277bd", temperature="#e65100", power="#7b1fa2", util="#2e7d32", mem_util="#00796b",
     cpu="#1565c0", ram="#c2185b", swap="#6d4c41", limit="#c62828", warn="#f9a825",
     banner_bg="#fff4ce", banner_fg="#4a3b12",
+    state_ok="#2e7d32", state_busy="#9a5b00", state_bad="#c62828",
 )
 
 
@@ -79,4 +85,10 @@ def apply_palette(app: QApplication, theme: Theme) -> None:
         (QPalette.ColorRole.ButtonText, text),
     ):
         palette.setColor(role, color)
+    # Disabled text half way to the background: a disabled button must look disabled.
+    dimmed = QColor((text.red() + window.red()) // 2, (text.green() + window.green()) // 2,
+                    (text.blue() + window.blue()) // 2)
+    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text,
+                 QPalette.ColorRole.ButtonText):
+        palette.setColor(QPalette.ColorGroup.Disabled, role, dimmed)
     app.setPalette(palette)
