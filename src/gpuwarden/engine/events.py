@@ -136,20 +136,10 @@ class EventBus:
         self._recent = deque(maxlen=self.keep)
         self._pending = deque()
 
-    def recent(self) -> list[Event]:
-        """The last events published, oldest first."""
-        with self._lock:
-            return list(self._recent)
-
     def since(self, seq: int) -> list[Event]:
         """The kept events with a ``seq`` above ``seq``, oldest first."""
         with self._lock:
             return [e for e in self._recent if e.seq > seq]
-
-    @property
-    def last_seq(self) -> int:
-        with self._lock:
-            return self._seq
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)

@@ -65,6 +65,8 @@ class BackendReports(CoreState):
     def _update_measured(self, snap: Snapshot) -> None:
         """What each live model's processes hold in this sample's process lists. A model
         missing from the lists keeps its last figure (NVML refreshes them every few s)."""
+        if all(g.processes is None for g in snap.gpus):
+            return  # no GPU lists its processes: nothing can be measured
         for s in list(self._states.values()):
             if not s.live or s.device == "loading":
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import re
 import secrets
@@ -44,6 +45,7 @@ from gpuwarden.engine.supervisor.watch import ActivityTracker, HangDetector, Wat
 log = logging.getLogger(__name__)
 
 PORT_RETRIES = 3
+FAMILY_TTL_S = 5.0  # a server's descendants are read again after this (NVML's own pace)
 FAST_READY_WINDOW_S = 0.5
 FAST_READY_POLL_S = 0.025
 _BIND_FAILED = re.compile(r"couldn't bind|address already in use", re.IGNORECASE)
@@ -81,6 +83,8 @@ class _Server:
     ready: bool = False
     hung: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
+    family: tuple[int, ...] = ()  # the server and its descendants, as last read
+    family_read_at: float = -math.inf  # time.monotonic() of that read
 
 
 class LlamaServerBackend:
@@ -169,12 +173,18 @@ class LlamaServerBackend:
         proc = server.proc if server is not None else None
         if proc is None or not proc.alive:
             return ()
+        now = time.monotonic()
+        if server is not None and now - server.family_read_at < FAMILY_TTL_S:
+            return server.family  # a process-table walk per sample and per view is too dear
         pid = proc.pid
         try:
             children = psutil.Process(pid).children(recursive=True)
-            return (pid, *(c.pid for c in children if c.is_running()))
+            family = (pid, *(c.pid for c in children if c.is_running()))
         except (psutil.Error, OSError):
-            return (pid,)
+            family = (pid,)
+        if server is not None:
+            server.family, server.family_read_at = family, now
+        return family
 
     def endpoint(self, model: str) -> tuple[int, str] | None:
         """(port, API key) of a model's server, for the UI's own requests."""
