@@ -111,7 +111,7 @@ def test_model_defaults_and_types() -> None:
 
 def test_every_model_field_has_a_spec() -> None:
     assert set(MODEL_FIELDS) == {f.name for f in dataclasses.fields(ModelConfig)} - {
-        "line", "gpu_auto"}  # gpu_auto: written as gpu = "auto"
+        "line", "gpu_auto", "key_lines"}  # gpu_auto: written as gpu = "auto"
     assert BACKEND_KINDS == ("llama-server", "llama-cpp", "simulated")
     assert EVICTION_POLICIES == ("idle", "pressure", "never")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gpuwarden.engine.clock import Clock, SystemClock
 from gpuwarden.engine.config_watch import ConfigWatcher
+from gpuwarden.engine.details import ModelDetails, build_details
 from gpuwarden.engine.events import (
     ConfigProblemFound,
     ConfigReloaded,
@@ -328,6 +329,18 @@ class Engine:
 
     def model(self, name: str) -> ModelRow | None:
         return next((row for row in self.models() if row.name == name), None)
+
+    def details(self, name: str) -> ModelDetails | None:
+        """What the details panel shows about ``name`` (None: no such model): its settings
+        and where each came from, its history and crashes, and the end of its log (read
+        from the file: call it on the driver's thread, not a UI thread)."""
+        state = self._manager.states().get(name)
+        if state is None:
+            return None
+        config = self._manager.config.model(name) or state.config
+        log_path = None if state.config.backend == "simulated" else \
+            self._llama_server._log_path(name)  # llama-cpp logs in the same folder too
+        return build_details(state, config, self._bus.since(0), log_path)
 
     def preflight(self, name: str) -> PreflightVerdict | None:
         """Whether ``name`` fits now, as its load would be priced: ``fits``,

@@ -68,6 +68,10 @@ class ModelConfig:
     line: int | None = None  # line of its [[models]] header
     threads: int | None = None  # CPU threads for the backend (None: its own default)
     gpu_auto: bool = False  # gpu = "auto": the pre-flight picks the GPU it fits best
+    # The keys its entry writes, with the line of each (None: not found): what was set in
+    # the file rather than left to its default. Not a setting: a reload compares without it.
+    key_lines: tuple[tuple[str, int | None], ...] = field(default=(), compare=False,
+                                                          repr=False)
 
 
 @dataclass(frozen=True)
@@ -415,7 +419,8 @@ class _Parser:
         values = {k: MODEL_FIELDS[k].normalize(v) for k, v in good.items()}
         if values.get("gpu") == "auto":
             values |= {"gpu": 0, "gpu_auto": True}
-        return ModelConfig(**values, line=line)
+        key_lines = tuple((key, self.doc.key_line(line, key)) for key in good)
+        return ModelConfig(**values, line=line, key_lines=key_lines)
 
     @staticmethod
     def required(raw: Mapping[str, object]) -> tuple[str, ...]:
