@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from gpuwarden.engine.clock import Clock, SystemClock
 from gpuwarden.engine.config_watch import ConfigWatcher
@@ -44,6 +45,7 @@ from gpuwarden.engine.lifecycle.core import AdminResult
 from gpuwarden.engine.lifecycle.hints import HintStore, default_hints_path
 from gpuwarden.engine.lifecycle.manager import LifecycleManager
 from gpuwarden.engine.lifecycle.planning import Planner
+from gpuwarden.engine.lifecycle.policy import LoadHow, LoadPreview
 from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
 from gpuwarden.engine.paths import data_dir
 from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
@@ -234,8 +236,14 @@ class Engine:
 
     # -- commands ----------------------------------------------------------------------
 
-    def load(self, name: str) -> AdminResult:
-        return self._manager.load(name)
+    def load(self, name: str, how: LoadHow = "auto") -> AdminResult:
+        """Load ``name``. When it does not fit whole: ``auto`` swaps others out if that
+        frees enough, else loads the layers that fit (placement auto); ``swap`` only
+        swaps; ``partial`` loads the layers that fit and moves nothing."""
+        if how not in get_args(LoadHow):
+            return AdminResult(False, f"how to load must be one of "
+                                      f"{', '.join(get_args(LoadHow))}, not {how!r}")
+        return self._manager.load(name, how=how)
 
     def unload(self, name: str) -> AdminResult:
         return self._manager.unload(name)
@@ -347,6 +355,11 @@ class Engine:
         ``fits-partially`` (N of M layers), ``does-not-fit`` or ``refused`` (its file),
         with the numbers; None for an unknown model."""
         return self._manager.preflight(name)
+
+    def load_preview(self, name: str) -> LoadPreview | AdminResult:
+        """What a load of ``name`` would do now (fits whole; the models a swap would
+        unload; the layers that fit without moving anything), or why it cannot load."""
+        return self._manager.load_preview(name)
 
     def verdicts(self) -> Mapping[str, Verdict]:
         """The safety verdict of every GPU (``"gpu0"`` ...) and of the host (``"host"``),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from gpuwarden.engine.events import LoadReason
 from gpuwarden.engine.lifecycle.actions import Action, Load, Offload, Refusal, Return, Unload
@@ -77,14 +78,19 @@ def ram_relief(states: States, need_mib: float, now: float) -> list[Action]:
     return actions
 
 
+LoadHow = Literal["auto", "swap", "partial"]
+
+
 def plan_load(
     states: States, name: str, free_mib: float | None, now: float, estimate: Estimate,
     reason: LoadReason = "user", *, margin_mib: float = 0.0,
-    max_layers: Callable[[float], int] | None = None,
+    max_layers: Callable[[float], int] | None = None, how: LoadHow = "auto",
 ) -> list[Action] | Refusal:
-    """Load ``name`` if it fits with ``margin_mib`` to spare; else swap out the
-    lowest-priority, least recent GPU models that free enough; else (placement auto) as
-    many layers as fit on the GPU (``max_layers``), or the CPU; else refuse."""
+    """Load ``name`` if it fits with ``margin_mib`` to spare; else, by ``how``: ``auto``
+    swaps out the lowest-priority, least recent GPU models that free enough, else (for
+    placement auto) puts as many layers as fit on the GPU (``max_layers``), or the CPU;
+    ``swap`` only swaps (refused when no swap frees enough); ``partial`` never swaps and
+    loads the layers that fit (the CPU when none does)."""
     state = states[name]
     if state.live:
         return Refusal(name, f"{name} is already {state.device}")
@@ -94,19 +100,63 @@ def plan_load(
     need = estimate(state.config, placement)
     if need + margin_mib <= free_mib:
         return [Load(name, placement, reason)]
-    victims = _swap_victims(states, state, need + margin_mib - free_mib, now)
+    victims = None if how == "partial" else \
+        _swap_victims(states, state, need + margin_mib - free_mib, now)
     if victims is not None:
         evict: list[Action] = [Unload(v, "swap", for_model=name) for v in victims]
         return [*evict, Load(name, placement, reason)]
-    if placement == "auto":
+    if how == "partial" or (how == "auto" and placement == "auto"):
         layers = max_layers(free_mib) if max_layers is not None else 0
         return [Load(name, layers if layers >= 1 else "cpu", reason)]
+    why = "swapping out" if how == "swap" else "unloading"
     return Refusal(
         name,
         f"{name} needs about {need:.0f} MiB of VRAM on GPU {state.config.gpu} (CUDA "
         f"overhead included) plus a {margin_mib:.0f} MiB margin, but only {free_mib:.0f} "
-        "MiB is free, and unloading every model that may be unloaded would not free enough",
+        f"MiB is free, and {why} every model that may be unloaded would not free enough",
     )
+
+
+@dataclass(frozen=True)
+class LoadPreview:
+    """What a load of ``model`` would do now, before it is asked for: whether it fits
+    whole (``fits``), which models a swap would unload (``swap``, with the VRAM they
+    hold; empty when no swap frees enough or none is needed) and how many of
+    ``total_layers`` fit on the GPU without moving anything (``partial_layers``)."""
+
+    model: str
+    gpu: int | None  # None: it would run on the CPU (placement cpu, or no GPU known)
+    need_mib: float
+    free_mib: float | None
+    margin_mib: float
+    fits: bool
+    swap: tuple[tuple[str, float], ...]
+    partial_layers: int
+    total_layers: int
+
+    @property
+    def swap_frees_mib(self) -> float:
+        return sum(mib for _, mib in self.swap)
+
+
+def preview_load(
+    states: States, name: str, free_mib: float | None, now: float, estimate: Estimate, *,
+    margin_mib: float = 0.0, max_layers: Callable[[float], int] | None = None,
+) -> LoadPreview:
+    """The choices :func:`plan_load` has for ``name`` now (same pricing, nothing done)."""
+    state = states[name]
+    placement = state.placement
+    total = state.config.layers
+    if placement == "cpu" or free_mib is None:
+        return LoadPreview(name, None, 0.0, free_mib, margin_mib, True, (), 0, total)
+    need = estimate(state.config, placement)
+    fits = need + margin_mib <= free_mib
+    victims = [] if fits else \
+        _swap_victims(states, state, need + margin_mib - free_mib, now) or []
+    layers = total if fits else (max_layers(free_mib) if max_layers is not None else 0)
+    return LoadPreview(
+        name, state.config.gpu, need, free_mib, margin_mib, fits,
+        tuple((v, states[v].held_vram_mib) for v in victims), max(0, layers), total)
 
 
 def _swap_victims(states: States, wanted: ModelState, shortfall: float,
