@@ -295,10 +295,13 @@ def test_a_change_becomes_an_event() -> None:
         reading=200.0, limit=pytest.approx(190.0), throttle=pytest.approx(0.5))
     assert event.type == "safety.verdict"
     assert event.describe() == (
-        "GPU 0: reduce intensity (throttle 0.50) (was proceed): "
+        "Models started on GPU 0 now serve fewer requests at once (cut by 50 %): "
         "GPU 0 at 200 W, warn limit 190 W (95% of the card's 200 W limit)")
+    assert event.severity == "warning"
     host_event = VerdictChange("abort", judge_host(HOST, HOST_LIMITS, None)).event()
-    assert host_event.describe() == "host: proceed (was abort): host is within its limits"
+    assert host_event.describe() == (
+        "Safe again: host is within its limits (before: over a hard limit)")
+    assert host_event.severity == "info"
     assert host_event.to_dict()["reading"] is None
 
 
@@ -306,11 +309,13 @@ def test_emergency_stop_is_loud() -> None:
     event = EmergencyStop(scope="gpu", gpu=0, reason="GPU 0 at 86 C, hard limit 85 C "
                           "(card slowdown)", models=("chat-8b", "coder-14b"))
     assert event.type == "safety.emergency_stop"
-    assert event.describe() == ("EMERGENCY STOP on GPU 0: GPU 0 at 86 C, hard limit 85 C "
-                                "(card slowdown); stopped: chat-8b, coder-14b")
+    assert event.describe().startswith(
+        "Emergency stop on GPU 0: GPU 0 at 86 C, hard limit 85 C (card slowdown). "
+        "Stopped chat-8b, coder-14b; nothing restarts by itself")
+    assert event.severity == "error"
     assert event.to_dict()["models"] == ("chat-8b", "coder-14b")
     quiet = EmergencyStop(scope="host", gpu=None, reason="CPU at 96 C")
-    assert quiet.describe() == "EMERGENCY STOP on host: CPU at 96 C; stopped: no model was running"
+    assert quiet.describe() == "Emergency stop on the host: CPU at 96 C. No model was running there"
 
 
 def test_reduce_intensity_holds_until_a_band_under_the_limit_so_it_does_not_flap() -> None:
