@@ -216,7 +216,7 @@ def test_a_model_whose_processes_the_driver_does_not_list_counts_its_estimate():
         drive(engine, clock, 40.0)
     assert row(engine, "a").vram_mib is None and row(engine, "a").vram_est_mib == 3 * GIB
     result = engine.make_room(0, 1.0)  # one is enough, by its estimate
-    assert result.ok and result.message == "moving a to the CPU: about 3072 MiB freed on GPU 0"
+    assert result.ok and result.message == "moving a to the CPU: about 3.0 GiB freed on GPU 0"
     engine.close()
 
 

@@ -220,10 +220,34 @@ def test_actions_emit_commands_with_shortcuts_and_a_context_menu(panel: ModelPan
                     ("pin", ("m",))]  # Load is disabled for a ready model
     shortcuts = {a.text(): a.shortcut().toString() for a in panel.actions()}
     assert shortcuts == {"Load": "Ctrl+L", "Unload": "Ctrl+U", "Move to CPU": "Ctrl+M",
-                         "Restart": "Ctrl+R", "Pin": "Ctrl+P"}
+                         "Restart": "Ctrl+R", "Pin": "Ctrl+P", "Raise priority": "Ctrl++",
+                         "Lower priority": "Ctrl+-"}
     menu = panel.context_menu()
-    assert [a.text() for a in menu.actions()] == list(shortcuts)
+    assert [a.text() for a in menu.actions()] == [
+        "Load", "Unload", "Move to CPU", "Restart", "Pin", "", "Eviction policy", "Priority"]
     menu.deleteLater()
+
+
+def test_policy_and_priority_menus_set_or_give_back_the_config_values(panel: ModelPanel):
+    panel.set_rows((ready("m", priority=2),))
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+    panel.action_requested.connect(lambda c, a: sent.append((c, a)))
+    policies = {a.text(): a for a in panel.policy_menu.actions()}
+    policies["Unload only under pressure"].trigger()
+    policies["As in the config"].trigger()
+    panel.raise_action.trigger()
+    panel.lower_action.trigger()
+    [back] = [a for a in panel.priority_menu.actions() if a.text() == "As in the config"]
+    back.trigger()
+    assert sent == [("set_policy", ("m", "pressure")), ("set_policy", ("m", None)),
+                    ("set_priority", ("m", 3)), ("set_priority", ("m", 1)),
+                    ("set_priority", ("m", None))]
+    panel.set_rows((ready("m", eviction="pressure", eviction_source="user"),))
+    panel.policy_menu.aboutToShow.emit()
+    assert [a.text() for a in panel.policy_menu.actions() if a.isChecked()] == [
+        "Unload only under pressure"]
+    panel.table.clearSelection()
+    assert not panel.buttons["policy"].isEnabled() and not panel.raise_action.isEnabled()
 
 
 def test_unloading_a_serving_model_asks_first(panel: ModelPanel, monkeypatch):
@@ -341,3 +365,4 @@ def test_the_row_follows_a_replacement_without_losing_the_selection(panel: Model
     panel.select("b")
     panel.set_rows((ready("a"), replace(row("b"), state="loading", device="loading")))
     assert panel.selected().state == "loading"
+

@@ -14,12 +14,14 @@ import itertools
 import logging
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QMetaObject, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from gpuwarden.engine.events import Event
 from gpuwarden.engine.facade import Engine
+from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot
 from gpuwarden.engine.views import ModelRow
 
@@ -30,6 +32,9 @@ _threads: weakref.WeakSet[QThread] = weakref.WeakSet()
 # The engine commands the window may send; each answers an AdminResult.
 COMMANDS = frozenset({"load", "unload", "offload", "restart", "set_policy", "set_priority",
                       "pin", "unpin", "make_room", "reload_config", "emergency_stop"})
+# The engine views the window may ask for off the UI thread; each answers what the engine
+# method returns.
+QUERIES = frozenset({"load_preview", "preflight", "details"})
 
 
 def running_engine_threads() -> list[QThread]:
@@ -51,7 +56,9 @@ class _EngineWorker(QObject):
     frame = Signal(object)
     engine_event = Signal(object)  # not `event`: that would shadow QObject.event()
     models = Signal(object)  # tuple[ModelRow, ...]
+    config = Signal(object)  # Config, when the settings in force change
     command_done = Signal(int, object)  # (command id, AdminResult)
+    answer = Signal(int, object)  # (query id, what the view returned)
     _woken = Signal()
 
     def __init__(self, engine: Engine, window_s: float, leave_running: bool = False) -> None:
@@ -62,6 +69,7 @@ class _EngineWorker(QObject):
         self._timer: QTimer | None = None
         self._last_seq = -1
         self._rows: tuple[ModelRow, ...] | None = None
+        self._config: Config | None = None
         self._before = engine.events_since(0)  # what happened before the window opened
         engine.subscribe(self.engine_event.emit)
         self._woken.connect(self._step, Qt.ConnectionType.QueuedConnection)
@@ -92,6 +100,9 @@ class _EngineWorker(QObject):
             self._last_seq = snap.seq
             self.snapshot.emit(snap)
             self._emit_frame(snap)
+        if self._engine.config is not self._config:
+            self._config = self._engine.config
+            self.config.emit(self._config)
         rows = self._engine.models()
         if rows != self._rows:
             self._rows = rows
@@ -106,6 +117,10 @@ class _EngineWorker(QObject):
         result = getattr(self._engine, command.name)(*command.args)
         self.command_done.emit(command.id, result)
         self._step()
+
+    @Slot(object)
+    def run_query(self, query: Command) -> None:
+        self.answer.emit(query.id, getattr(self._engine, query.name)(*query.args))
 
     @Slot(float)
     def set_window(self, seconds: float) -> None:
@@ -132,11 +147,14 @@ class EngineBridge(QObject):
     history_ready = Signal(object)  # HistoryFrame
     event_raised = Signal(object)  # Event
     models_changed = Signal(object)  # tuple[ModelRow, ...]
+    config_changed = Signal(object)  # Config: the settings in force (at start, on reload)
     command_finished = Signal(int, object)  # (the id request() returned, AdminResult)
+    answered = Signal(int, object)  # (the id ask() returned, the view's answer)
 
     _window_requested = Signal(float)
     _simulate_requested = Signal(int)
     _command_requested = Signal(object)
+    _query_requested = Signal(object)
 
     def __init__(self, engine: Engine, window_s: float = 60.0, *,
                  leave_running: bool = False) -> None:
@@ -151,13 +169,18 @@ class EngineBridge(QObject):
         self._worker.frame.connect(self._on_frame)
         self._worker.engine_event.connect(self._on_event)
         self._worker.models.connect(self._on_models)
+        self._worker.config.connect(self._on_config)
         self._worker.command_done.connect(self._on_command_done)
         self._window_requested.connect(self._worker.set_window)
         self._simulate_requested.connect(self._worker.use_simulated)
         self._command_requested.connect(self._worker.run_command)
+        self._query_requested.connect(self._worker.run_query)
+        self._worker.answer.connect(self.answered)
         self._ids = itertools.count(1)
         self.latest: Snapshot | None = None
         self.rows: tuple[ModelRow, ...] = ()
+        self.config: Config = engine.config
+        self.config_path: Path | None = engine.config_path
 
     def start(self) -> None:
         self._thread.start()
@@ -180,6 +203,15 @@ class EngineBridge(QObject):
         command_id = next(self._ids)
         self._command_requested.emit(Command(command_id, command, args))
         return command_id
+
+    def ask(self, query: str, *args: Any) -> int:
+        """Ask the engine thread for a view (a load preview, a model's details); the
+        answer comes back as ``answered`` with the id returned here. Never blocks."""
+        if query not in QUERIES:
+            raise ValueError(f"unknown engine query {query!r}")
+        query_id = next(self._ids)
+        self._query_requested.emit(Command(query_id, query, args))
+        return query_id
 
     def set_window(self, seconds: float) -> None:
         self._window_requested.emit(seconds)
@@ -204,6 +236,11 @@ class EngineBridge(QObject):
     def _on_models(self, rows: tuple[ModelRow, ...]) -> None:
         self.rows = rows
         self.models_changed.emit(rows)
+
+    @Slot(object)
+    def _on_config(self, config: Config) -> None:
+        self.config = config
+        self.config_changed.emit(config)
 
     @Slot(int, object)
     def _on_command_done(self, command_id: int, result: object) -> None:

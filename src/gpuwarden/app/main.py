@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
@@ -55,12 +55,13 @@ def _run_window(engine: Engine, args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("gpuwarden")
+    app.setOrganizationName("gpuwarden")
     app.setDesktopFileName("gpuwarden")
     app.setWindowIcon(QIcon(str(RESOURCES / "gpuwarden.svg")))
     theme = pick_theme(args.theme)
     apply_palette(app, theme)
     bridge = EngineBridge(engine, leave_running=args.leave_running)
-    window = MainWindow(bridge, theme)
+    window = MainWindow(bridge, theme, QSettings())
     window.show()
     bridge.start()
     # Let Ctrl+C in the terminal close the app: Python handles signals only when it runs.

@@ -4,9 +4,8 @@ and the no-GPU banner. Command answers show in the status bar."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Slot
+from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -14,6 +13,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QPushButton,
     QSizePolicy,
     QSplitter,
@@ -23,8 +23,10 @@ from PySide6.QtWidgets import (
 )
 
 from gpuwarden.app.bridge import EngineBridge
+from gpuwarden.app.commands import Commands
+from gpuwarden.app.menus import MenuBar, open_file
+from gpuwarden.app.window_state import restore_state, save_state
 from gpuwarden.engine.events import Event
-from gpuwarden.engine.lifecycle.core_state import AdminResult
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot
 from gpuwarden.engine.views import ModelRow
 from gpuwarden.widgets.event_log import EventLog
@@ -35,8 +37,6 @@ from gpuwarden.widgets.plot import WINDOWS_S
 from gpuwarden.widgets.theme import Theme
 
 _SOURCE_TEXT = {"nvml": "NVIDIA (NVML)", "simulated": "SIMULATED GPU", "none": "no GPU"}
-_COMMAND_TEXT = {"load": "Load", "unload": "Unload", "offload": "Move to CPU",
-                 "restart": "Restart", "pin": "Pin", "unpin": "Unpin"}
 REFUSAL_SHOWN_MS = 8000
 DONE_SHOWN_MS = 5000
 
@@ -60,7 +60,11 @@ class NoGpuBanner(QFrame):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, bridge: EngineBridge, theme: Theme) -> None:
+    """``settings``: where the window's geometry, splitters, columns and time range are
+    kept between runs (None: nowhere, as in tests)."""
+
+    def __init__(self, bridge: EngineBridge, theme: Theme,
+                 settings: QSettings | None = None) -> None:
         super().__init__()
         self.setWindowTitle("gpuwarden")
         self.resize(1280, 860)
@@ -68,14 +72,23 @@ class MainWindow(QMainWindow):
         self._theme = theme
         self._window_s = WINDOWS_S[0][1]
         self.gpu_panels: dict[int, GpuPanel] = {}
-        self._sent: dict[int, tuple[str, tuple[Any, ...]]] = {}
         self._build()
+        self.commands = Commands(bridge, self, lambda text, warn: self.show_answer(
+            text, warning=warn))
+        self.menus = MenuBar(self, self.model_panel, add_model=None,
+                             open_config=self.open_config,
+                             reload_config=lambda: self.commands.send("reload_config", ()),
+                             free_vram=self.free_vram, emergency_stop=self.emergency_stop,
+                             set_window=self.set_window_seconds)
+        self.menus.check_range(self._window_s)
+        self._settings = settings
+        if settings is not None:
+            restore_state(self, settings)
         bridge.snapshot_ready.connect(self.on_snapshot)
         bridge.history_ready.connect(self.on_history)
         bridge.event_raised.connect(self.on_event)
         bridge.models_changed.connect(self.on_models)
-        bridge.command_finished.connect(self.on_command_finished)
-        self.model_panel.action_requested.connect(self.send_command)
+        self.model_panel.action_requested.connect(self.commands.send)
         self.model_panel.set_rows(bridge.rows)
         self.banner.simulate_button.clicked.connect(lambda: bridge.use_simulated(1))
 
@@ -110,7 +123,7 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(3, 1)
         split.setSizes([self.model_panel.preferred_height(), 480, 220, 100])
         self.splitter = split
-        self._split_moved_by_user = False
+        self.split_moved_by_user = False
         split.splitterMoved.connect(self._on_split_moved)
         self.command_label = QLabel()
         self.command_label.setObjectName("commandAnswer")
@@ -143,6 +156,8 @@ class MainWindow(QMainWindow):
     @Slot(int)
     def _on_window_choice(self, index: int) -> None:
         self._window_s = float(self.window_choice.itemData(index))
+        if hasattr(self, "menus"):
+            self.menus.check_range(self._window_s)
         for panel in self._panels():
             panel.set_window(self._window_s)
         self._bridge.set_window(self._window_s)
@@ -205,7 +220,7 @@ class MainWindow(QMainWindow):
         below it, until the user drags the splitter."""
         sizes = self.splitter.sizes()
         want = self.model_panel.preferred_height()
-        if self._split_moved_by_user or not sum(sizes) or sizes[0] == want:
+        if self.split_moved_by_user or not sum(sizes) or sizes[0] == want:
             return
         biggest = max(range(1, len(sizes)), key=lambda i: sizes[i])
         sizes[biggest] = max(0, sizes[biggest] - (want - sizes[0]))
@@ -214,24 +229,7 @@ class MainWindow(QMainWindow):
 
     @Slot(int, int)
     def _on_split_moved(self, _pos: int, _index: int) -> None:
-        self._split_moved_by_user = True
-
-    @Slot(str, object)
-    def send_command(self, command: str, args: tuple[Any, ...]) -> int:
-        """Send a panel's action to the engine; its answer comes to on_command_finished."""
-        command_id = self._bridge.request(command, *args)
-        self._sent[command_id] = (command, tuple(args))
-        return command_id
-
-    @Slot(int, object)
-    def on_command_finished(self, command_id: int, result: AdminResult) -> None:
-        command, _ = self._sent.pop(command_id, ("", ()))
-        message = result.message or ("done" if result.ok else "refused")
-        if result.ok:
-            self.show_answer(message[:1].upper() + message[1:], warning=False)
-        else:
-            what = _COMMAND_TEXT.get(command, command.replace("_", " ").capitalize())
-            self.show_answer(f"{what} refused: {message}" if what else message, warning=True)
+        self.split_moved_by_user = True
 
     def show_answer(self, text: str, *, warning: bool) -> None:
         """A command's answer in the status bar, without a dialog: refusals stand out in
@@ -243,7 +241,34 @@ class MainWindow(QMainWindow):
         self.command_label.setToolTip(text)
         self._answer_timer.start(REFUSAL_SHOWN_MS if warning else DONE_SHOWN_MS)
 
+    def open_config(self) -> None:
+        path = self._bridge.config_path
+        if path is None:
+            self.show_answer("No config file: gpuwarden was started with its built-in "
+                             "defaults", warning=True)
+        elif not path.exists():
+            self.show_answer(f"{path} does not exist yet: write it (see docs/config.md) and "
+                             "gpuwarden reads it at once", warning=True)
+        elif not open_file(path):
+            self.show_answer(f"No application opens {path}", warning=True)
+
+    def free_vram(self) -> None:
+        current = self.gpu_tabs.currentWidget()
+        self.commands.free_vram(current.index if isinstance(current, GpuPanel) else 0)
+
+    def emergency_stop(self) -> None:
+        answer = QMessageBox.warning(
+            self, "Emergency stop",
+            "Stop every model on every GPU now? Nothing restarts by itself; load them "
+            "again by hand.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel)
+        if answer == QMessageBox.StandardButton.Yes:
+            self.commands.send("emergency_stop", ())
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self._settings is not None:
+            save_state(self, self._settings)
         self.hide()  # stopping servers can take their 10 s grace: not with a frozen window
         self._bridge.stop()
         super().closeEvent(event)

@@ -219,6 +219,16 @@ class Engine:
     def interval_s(self) -> float:
         return self._sampler.interval_s
 
+    @property
+    def config(self) -> Config:
+        """The settings in force (a frozen value; a reload replaces it)."""
+        return self._manager.config
+
+    @property
+    def config_path(self) -> Path | None:
+        """The config file read and watched (None: none; it may not exist yet)."""
+        return self._config_path
+
     def close(self, leave_running: bool = False) -> None:
         """Stop every model cleanly (or leave the servers running for the next gpuwarden to
         adopt), save the hints, close the journal and the probes."""

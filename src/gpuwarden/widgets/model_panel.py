@@ -1,4 +1,5 @@
-"""The models table with its actions: Load, Unload, Move to CPU, Restart, Pin/Unpin.
+"""The models table with its actions: Load, Unload, Move to CPU, Restart, Pin/Unpin,
+and the eviction policy and priority menus.
 
 The panel only asks: it emits ``action_requested(command, args)`` and the window sends
 that to the engine. Each action is enabled only where it makes sense for the selected
@@ -38,6 +39,16 @@ CAN_UNLOAD = frozenset({"waiting", "loading", "ready", "restarting"})
 CAN_RESTART = frozenset({"ready", "crashed", "gave_up"})
 
 
+# The eviction policy menu: what the user reads, what the engine is told (None: the
+# config's own policy again).
+POLICY_CHOICES: tuple[tuple[str, str | None], ...] = (
+    ("Unload when idle", "idle"),
+    ("Unload only under pressure", "pressure"),
+    ("Never unload (pinned)", "never"),
+    ("As in the config", None),
+)
+
+
 def can_move_to_cpu(row: ModelRow) -> bool:
     return row.state == "ready" and row.device in ("gpu", "partial")
 
@@ -69,6 +80,7 @@ class ModelPanel(QWidget):
         header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Stretch)  # as file lists do
         header.setMinimumSectionSize(48)
         header.setHighlightSections(False)
+        header.setSectionsMovable(True)  # the order is kept between runs (window_state)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._show_menu)
 
@@ -77,6 +89,8 @@ class ModelPanel(QWidget):
         self.move_action = self._action("Move to CPU", "Ctrl+M", self.move_to_cpu)
         self.restart_action = self._action("Restart", "Ctrl+R", self.restart)
         self.pin_action = self._action("Pin", "Ctrl+P", self.toggle_pin)
+        self.policy_menu = self._policy_menu()
+        self.priority_menu = self._priority_menu()
         self.buttons: dict[str, QToolButton] = {}
         buttons = QHBoxLayout()
         buttons.setContentsMargins(0, 0, 0, 0)
@@ -84,12 +98,20 @@ class ModelPanel(QWidget):
         title.setObjectName("modelsTitle")
         buttons.addWidget(title)
         buttons.addSpacing(12)
-        for action in self.actions():
+        for action in (self.load_action, self.unload_action, self.move_action,
+                       self.restart_action, self.pin_action):
             button = QToolButton()
             button.setDefaultAction(action)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
             button.setMinimumWidth(button.fontMetrics().horizontalAdvance("Move to CPU") + 20)
             self.buttons[action.objectName()] = button
+            buttons.addWidget(button)
+        for menu in (self.policy_menu, self.priority_menu):
+            button = QToolButton()
+            button.setText(menu.title().replace("&", ""))
+            button.setMenu(menu)
+            button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+            self.buttons[menu.objectName()] = button
             buttons.addWidget(button)
         buttons.addStretch(1)
 
@@ -114,6 +136,29 @@ class ModelPanel(QWidget):
         action.triggered.connect(slot)
         self.addAction(action)
         return action
+
+    def _policy_menu(self) -> QMenu:
+        menu = QMenu("Eviction policy", self)
+        menu.setObjectName("policy")
+        for text, policy in POLICY_CHOICES:
+            action = menu.addAction(text)
+            action.setCheckable(policy is not None)
+            action.setData(policy)
+            action.triggered.connect(lambda _=False, p=policy: self._set_policy(p))
+        menu.aboutToShow.connect(self._check_policy)
+        return menu
+
+    def _priority_menu(self) -> QMenu:
+        menu = QMenu("Priority", self)
+        menu.setObjectName("priority")
+        self.raise_action = self._action("Raise priority", "Ctrl++", lambda: self._nudge(1))
+        self.lower_action = self._action("Lower priority", "Ctrl+-", lambda: self._nudge(-1))
+        menu.addAction(self.raise_action)
+        menu.addAction(self.lower_action)
+        menu.addSeparator()
+        back = menu.addAction("As in the config")
+        back.triggered.connect(self._priority_from_config)
+        return menu
 
     # -- rows -----------------------------------------------------------------------------
 
@@ -179,6 +224,29 @@ class ModelPanel(QWidget):
         if row is not None:
             self._ask("unpin" if row.eviction == "never" else "pin")
 
+    def _set_policy(self, policy: str | None) -> None:
+        row = self.selected()
+        if row is not None:
+            self.action_requested.emit("set_policy", (row.name, policy))
+
+    @Slot()
+    def _check_policy(self) -> None:
+        row = self.selected()
+        for action in self.policy_menu.actions():
+            action.setChecked(row is not None and row.eviction_source == "user"
+                              and action.data() == row.eviction)
+
+    def _nudge(self, step: int) -> None:
+        row = self.selected()
+        if row is not None:
+            self.action_requested.emit("set_priority", (row.name, row.priority + step))
+
+    @Slot()
+    def _priority_from_config(self) -> None:
+        row = self.selected()
+        if row is not None:
+            self.action_requested.emit("set_priority", (row.name, None))
+
     def _ask(self, command: str) -> None:
         row = self.selected()
         if row is not None:
@@ -186,8 +254,12 @@ class ModelPanel(QWidget):
 
     def context_menu(self) -> QMenu:
         menu = QMenu(self)
-        for action in self.actions():
+        for action in (self.load_action, self.unload_action, self.move_action,
+                       self.restart_action, self.pin_action):
             menu.addAction(action)
+        menu.addSeparator()
+        menu.addMenu(self.policy_menu)
+        menu.addMenu(self.priority_menu)
         return menu
 
     @Slot(QPoint)
@@ -212,6 +284,11 @@ class ModelPanel(QWidget):
         self.move_action.setEnabled(row is not None and can_move_to_cpu(row))
         self.restart_action.setEnabled(state in CAN_RESTART)
         self.pin_action.setEnabled(row is not None)
+        for menu in (self.policy_menu, self.priority_menu):
+            menu.setEnabled(row is not None)
+            self.buttons[menu.objectName()].setEnabled(row is not None)
+        self.raise_action.setEnabled(row is not None)
+        self.lower_action.setEnabled(row is not None)
         pinned = row is not None and row.eviction == "never"
         self.pin_action.setText("Unpin" if pinned else "Pin")
         self.pin_action.setToolTip(

@@ -32,7 +32,7 @@ from gpuwarden.engine.lifecycle.loading import LoadCommands
 from gpuwarden.engine.lifecycle.pressure import PressureKey
 from gpuwarden.engine.lifecycle.state import ModelState, initial_state
 from gpuwarden.engine.safety.verdict import Verdict
-from gpuwarden.engine.telemetry.snapshot import Snapshot
+from gpuwarden.engine.telemetry.snapshot import Snapshot, fmt_mib
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +227,9 @@ class LifecycleManager(LoadCommands):
             said = [f"moving {', '.join(moved)} to the CPU"] if moved else []
             said += [f"unloading {', '.join(gone)}"] if gone else []
             short = "" if mib is None or freed >= mib else \
-                f"; only about {freed:.0f} of {mib:.0f} MiB can be freed (the rest is pinned " \
-                "or serving)"
-            return AdminResult(True, f"{'; '.join(said)}: about {freed:.0f} MiB freed on "
+                f"; only about {fmt_mib(freed)} of {fmt_mib(mib)} can be freed (the rest " \
+                "is pinned or serving)"
+            return AdminResult(True, f"{'; '.join(said)}: about {fmt_mib(freed)} freed on "
                                      f"GPU {gpu}{short}")
 
     def emergency_stop(self, gpu: int | None = None,

@@ -1,0 +1,42 @@
+"""What the window remembers between runs (QSettings): its geometry, the splitter, the
+models table's columns and sort, and the time range of the graphs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QByteArray, QSettings
+
+if TYPE_CHECKING:
+    from gpuwarden.app.window import MainWindow
+
+GEOMETRY, SPLITTER, MODEL_COLUMNS, TIME_RANGE = (
+    "window/geometry", "window/splitter", "models/header", "graphs/window_s")
+
+
+def save_state(window: MainWindow, settings: QSettings) -> None:
+    settings.setValue(GEOMETRY, window.saveGeometry())
+    if window.split_moved_by_user:
+        settings.setValue(SPLITTER, window.splitter.saveState())
+    settings.setValue(MODEL_COLUMNS, window.model_panel.table.horizontalHeader().saveState())
+    settings.setValue(TIME_RANGE, window.window_seconds)
+    settings.sync()
+
+
+def restore_state(window: MainWindow, settings: QSettings) -> None:
+    """Put back what :func:`save_state` kept; a missing or damaged value keeps the
+    default layout."""
+    geometry = settings.value(GEOMETRY)
+    if isinstance(geometry, QByteArray):
+        window.restoreGeometry(geometry)
+    splitter = settings.value(SPLITTER)
+    if isinstance(splitter, QByteArray) and window.splitter.restoreState(splitter):
+        window.split_moved_by_user = True
+    header = settings.value(MODEL_COLUMNS)
+    if isinstance(header, QByteArray):
+        window.model_panel.table.horizontalHeader().restoreState(header)
+    try:
+        seconds = float(settings.value(TIME_RANGE, window.window_seconds))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return
+    window.set_window_seconds(seconds)

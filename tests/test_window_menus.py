@@ -1,0 +1,83 @@
+"""The menu bar and what the window remembers between runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QMessageBox
+
+from gpuwarden.app.bridge import EngineBridge
+from gpuwarden.app.menus import about_text
+from gpuwarden.app.window import MainWindow
+from gpuwarden.engine.lifecycle.config import Config
+from gpuwarden.widgets import model_table as mt
+from gpuwarden.widgets.theme import DARK
+from lifecycle_helpers import model
+from test_model_table import window_with  # noqa: F401  (a fixture)
+from test_window import simulated
+
+pytestmark = pytest.mark.qt
+
+
+def test_the_menus_hold_the_usual_entries_with_their_shortcuts(qtbot, window_with):
+    _, window = window_with(Config(models=(model("chat", load_time_s=0.1),)))
+    menus = window.menus
+    assert [m.title() for m in (menus.file, menus.models, menus.view, menus.help)] == [
+        "&File", "&Models", "&View", "&Help"]
+    assert menus.quit.shortcut().toString() == "Ctrl+Q"
+    assert menus.close.shortcut().toString() == "Ctrl+W"
+    assert window.model_panel.load_action in menus.models.actions()
+    menus.ranges.actions()[1].trigger()  # "Last 10 min"
+    assert window.window_seconds == 600.0
+    window.window_choice.setCurrentIndex(2)  # and the other way round
+    assert [a.isChecked() for a in menus.ranges.actions()] == [False, False, True]
+    assert "gpuwarden 0.1.0" in about_text() and "PySide6" in about_text()
+
+
+def test_emergency_stop_asks_then_stops_every_model(qtbot, window_with, monkeypatch):
+    bridge, window = window_with(Config(models=(model("chat", vram_mib=2000.0,
+                                                      load_time_s=0.1),)))
+    qtbot.waitUntil(lambda: bool(bridge.rows), timeout=10_000)
+    window.commands.send("load", ("chat",))
+    qtbot.waitUntil(lambda: bridge.rows[0].state == "ready", timeout=10_000)
+    answers = iter((QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Yes))
+    monkeypatch.setattr(QMessageBox, "warning", lambda *_: next(answers))
+    window.menus.emergency_stop.trigger()  # cancelled
+    assert bridge.rows[0].state == "ready"
+    window.menus.emergency_stop.trigger()
+    qtbot.waitUntil(lambda: bridge.rows[0].state == "unloaded", timeout=10_000)
+
+
+def test_open_config_says_when_there_is_no_file(qtbot, window_with):
+    _, window = window_with(Config())
+    window.menus.open_config.trigger()
+    assert "No config file" in window.command_label.text()
+
+
+def test_geometry_column_order_sort_and_time_range_come_back_next_time(qtbot, tmp_path: Path):
+    def open_window() -> tuple[EngineBridge, MainWindow]:
+        settings = QSettings(str(tmp_path / "gpuwarden.ini"), QSettings.Format.IniFormat)
+        bridge = EngineBridge(simulated(1, Config(models=(model("chat"),)))())
+        window = MainWindow(bridge, DARK, settings)
+        qtbot.addWidget(window)
+        return bridge, window
+
+    bridge, first = open_window()
+    first.resize(720, 540)
+    first.set_window_seconds(3600.0)
+    header = first.model_panel.table.horizontalHeader()
+    header.moveSection(header.visualIndex(mt.VRAM), 1)  # VRAM dragged next to the name
+    first.model_panel.table.sortByColumn(mt.VRAM, Qt.SortOrder.DescendingOrder)
+    first.close()
+    bridge.stop()
+    bridge, second = open_window()
+    assert (second.width(), second.height()) == (720, 540)
+    assert second.window_seconds == 3600.0
+    header = second.model_panel.table.horizontalHeader()
+    assert header.visualIndex(mt.VRAM) == 1
+    assert (header.sortIndicatorSection(), header.sortIndicatorOrder()) == (
+        mt.VRAM, Qt.SortOrder.DescendingOrder)
+    second.close()
+    bridge.stop()
