@@ -165,10 +165,11 @@ def test_the_log_tail_is_the_end_of_the_file_the_server_writes(tmp_path):
     log = tmp_path / "logs" / "coder.log"
     assert coder.log_path == log
     assert coder.log_tail == () and "does not exist" in coder.log_note
+    assert not coder.log_exists
     log.parent.mkdir()
     log.write_bytes(b"".join(b"line %d\n" % n for n in range(100)) + b"bad \xff byte\n")
     coder = details_of(engine, "coder")
-    assert len(coder.log_tail) == LOG_LINES and coder.log_note == ""
+    assert coder.log_exists and len(coder.log_tail) == LOG_LINES and coder.log_note == ""
     assert coder.log_tail[-2:] == ("line 99", "bad \ufffd byte")
     assert coder.log_tail[0] == f"line {100 - LOG_LINES + 1}"
     engine.close()
@@ -188,7 +189,7 @@ def test_a_long_log_is_read_from_its_end_and_never_starts_mid_line(tmp_path):
 def test_a_simulated_model_has_no_log_and_an_unknown_model_no_details(tmp_path):
     engine, _, _ = engine_from(tmp_path)
     chat = details_of(engine, "chat")
-    assert chat.log_path is None and chat.log_tail == ()
+    assert chat.log_path is None and chat.log_tail == () and not chat.log_exists
     assert chat.log_note == "the simulated backend writes no log"
     assert engine.details("nope") is None
     engine.close()

@@ -86,6 +86,7 @@ class ModelDetails:
     history: tuple[HistoryEntry, ...]  # newest first, at most HISTORY_LIMIT
     crashes: tuple[CrashEntry, ...]  # newest first, at most HISTORY_LIMIT
     log_path: Path | None  # None: its backend writes no log
+    log_exists: bool  # the file is there (it may still be empty)
     log_tail: tuple[str, ...]  # the last LOG_LINES lines, oldest first
     log_note: str  # why there are no lines ("" when there are)
 
@@ -95,16 +96,16 @@ def build_details(state: ModelState, config: ModelConfig, events: Iterable[Event
     """The details of ``state``'s model. ``config``: its entry as the config file says
     it now (a running model may still run with its previous settings: those say so);
     ``events``: the kept events, oldest first; ``log_path``: where its server writes."""
+    tail: tuple[str, ...] = ()
     if log_path is None:
-        tail: tuple[str, ...] = ()
-        note = f"the {config.backend} backend writes no log"
+        found, note = False, f"the {state.config.backend} backend writes no log"
     else:
-        tail, note = read_log_tail(log_path)
+        found, (tail, note) = log_path.is_file(), read_log_tail(log_path)
     return ModelDetails(
-        name=state.name, backend=config.backend, settings=settings_of(state, config),
+        name=state.name, backend=state.config.backend, settings=settings_of(state, config),
         history=history_of(state.name, events),
         crashes=tuple(_crash(c) for c in reversed(state.crashes))[:HISTORY_LIMIT],
-        log_path=log_path, log_tail=tail, log_note=note)
+        log_path=log_path, log_exists=found, log_tail=tail, log_note=note)
 
 
 def settings_of(state: ModelState, config: ModelConfig) -> tuple[Setting, ...]:
