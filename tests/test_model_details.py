@@ -13,8 +13,10 @@ from gpuwarden.engine.details import (
     LOG_LINES,
     ModelDetails,
     Setting,
+    history_of,
     read_log_tail,
 )
+from gpuwarden.engine.events import ConfigReloaded, ModelReady, SwapEvicted
 from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import load_config, parse_config
 from gpuwarden.engine.lifecycle.config_diff import diff_configs
@@ -121,6 +123,16 @@ def test_history_is_newest_first_with_the_crash_and_its_exit_code(tmp_path):
     assert chat.crashes[0].ts == crash.ts
     assert details_of(engine, "coder").history == ()  # chat's events are not coder's
     engine.close()
+
+
+def test_a_swap_is_in_the_history_of_both_models_and_other_events_in_neither():
+    events = [ModelReady(ts=1, model="chat", placement="gpu"),
+              SwapEvicted(ts=2, model="coder", for_model="chat"),
+              ModelReady(ts=3, model="other", placement="gpu"),
+              ConfigReloaded(ts=4, path="config.toml", changed=("chat",))]
+    assert [(h.ts, h.type) for h in history_of("chat", events)] == [
+        (2, "swap.evicted"), (1, "model.ready")]
+    assert [h.type for h in history_of("coder", events)] == ["swap.evicted"]
 
 
 def test_history_keeps_the_newest_entries_only(tmp_path):

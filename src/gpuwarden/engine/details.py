@@ -169,7 +169,7 @@ def history_of(name: str, events: Iterable[Event]) -> tuple[HistoryEntry, ...]:
 def _concerns(event: Event, name: str) -> bool:
     if isinstance(event, SwapEvicted) and event.for_model == name:
         return True
-    return getattr(event, "model", None) == name
+    return event.model_name == name
 
 
 def _crash(record: CrashRecord) -> CrashEntry:
