@@ -60,3 +60,28 @@ def no_engine_thread_left() -> Iterator[None]:
 
         left = running_engine_threads()
         assert not left, f"engine thread(s) still running after the test: {left}"
+
+
+@pytest.fixture
+def window_with(qtbot):
+    """Open the real window on a real bridge and a simulated one-GPU engine with a
+    config: ``bridge, window = window_with(config)``; stopped after the test."""
+    from gpuwarden.app.bridge import EngineBridge
+    from gpuwarden.app.window import MainWindow
+    from gpuwarden.widgets.theme import DARK
+    from test_window import simulated
+
+    made: list[EngineBridge] = []
+
+    def _open(config):
+        bridge = EngineBridge(simulated(1, config)())
+        made.append(bridge)
+        window = MainWindow(bridge, DARK)
+        qtbot.addWidget(window)
+        window.show()
+        bridge.start()
+        return bridge, window
+
+    yield _open
+    for bridge in made:
+        bridge.stop()

@@ -167,3 +167,18 @@ def test_a_model_goes_back_only_if_what_it_really_held_fits():
     assert return_actions(by_name(away), room, NOW, estimate_vram_mib) == []
     lighter = replace(away, home_vram_mib=4000.0)
     assert return_actions(by_name(lighter), room, NOW, estimate_vram_mib) == [Return("m", "gpu")]
+
+
+def test_free_vram_counts_loads_that_started_after_the_last_sample():
+    from gpuwarden.engine.lifecycle.estimate import free_vram_mib
+    from helpers import gpu, snapshot
+
+    snap = snapshot(100.0, gpu(0, memory_free_mib=7000.0))
+    before = loaded("old", vram=3000.0, loaded_at=90.0)  # in the sample already
+    ready_since = loaded("quick", vram=2000.0, loaded_at=101.0)  # loaded and ready since
+    loading = replace(loaded("slow", vram=1000.0, loaded_at=102.0), device="loading",
+                      vram_mib=None)
+    on_cpu = loaded("cpu", device="cpu", vram=0.0, loaded_at=103.0)
+    free = free_vram_mib(snap, [before, ready_since, loading, on_cpu],
+                         lambda cfg, _: cfg.vram_mib or 0.0)
+    assert free == {0: 7000.0 - 2000.0 - 1000.0}

@@ -12,8 +12,6 @@ from PySide6.QtGui import QColor
 from PySide6.QtTest import QAbstractItemModelTester
 from PySide6.QtWidgets import QMessageBox
 
-from gpuwarden.app.bridge import EngineBridge
-from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.engine.views import ModelRow
 from gpuwarden.widgets import model_table as mt
@@ -21,7 +19,6 @@ from gpuwarden.widgets.model_panel import ModelPanel
 from gpuwarden.widgets.model_table import ModelTableModel
 from gpuwarden.widgets.theme import DARK
 from lifecycle_helpers import model
-from test_window import simulated
 
 pytestmark = pytest.mark.qt
 
@@ -273,24 +270,6 @@ def test_unloading_a_serving_model_asks_first(panel: ModelPanel, monkeypatch):
 
 
 # -- the real window ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def window_with(qtbot):
-    made: list[EngineBridge] = []
-
-    def _open(config: Config) -> tuple[EngineBridge, MainWindow]:
-        bridge = EngineBridge(simulated(1, config)())
-        made.append(bridge)
-        window = MainWindow(bridge, DARK)
-        qtbot.addWidget(window)
-        window.show()
-        bridge.start()
-        return bridge, window
-
-    yield _open
-    for bridge in made:
-        bridge.stop()
 
 
 def test_the_window_buttons_drive_the_engine_and_the_row_follows(qtbot, window_with):

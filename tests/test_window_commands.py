@@ -16,7 +16,6 @@ from gpuwarden.engine.views import ModelRow
 from gpuwarden.widgets.free_vram import FreeVramDialog
 from gpuwarden.widgets.load_choice import LoadChoiceDialog
 from lifecycle_helpers import model
-from test_model_table import window_with  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.qt
 

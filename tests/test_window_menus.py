@@ -15,7 +15,6 @@ from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.widgets import model_table as mt
 from gpuwarden.widgets.theme import DARK
 from lifecycle_helpers import model
-from test_model_table import window_with  # noqa: F401  (a fixture)
 from test_window import simulated
 
 pytestmark = pytest.mark.qt

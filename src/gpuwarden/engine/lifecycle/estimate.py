@@ -59,13 +59,18 @@ def estimate_vram_mib(config: ModelConfig, placement: Placement) -> float:
 
 def free_vram_mib(snap: Snapshot | None, states: Iterable[ModelState],
                   estimate: Callable[[ModelConfig, Placement], float]) -> dict[int, float | None]:
-    """Free MiB per GPU: the last sample, less what loads started since then will take."""
+    """Free MiB per GPU: the last sample, less what loads started since then will take
+    (a load may start and be ready between two samples: it is not in the sample yet)."""
     if snap is None:
         return {}
     free: dict[int, float | None] = {g.index: g.memory_free_mib for g in snap.gpus}
     for s in states:
         room = free.get(s.config.gpu)
         started_since = s.loaded_at is not None and s.loaded_at > snap.ts
-        if s.device == "loading" and started_since and room is not None:
+        if not started_since or room is None:
+            continue
+        if s.device == "loading":
             free[s.config.gpu] = room - estimate(s.config, s.placement)
+        elif s.on_gpu:
+            free[s.config.gpu] = room - s.held_vram_mib
     return free
