@@ -57,7 +57,7 @@ _VERDICT_TEXT: dict[str, tuple[AlertLevel, str, str]] = {
                          "new model servers start with fewer parallel slots"),
     "wait_cooldown": ("warning", "cooling down", "new loads wait until it has cooled"),
     "abort": ("error", "past a hard limit",
-              "its models were stopped and loads wait until it is back under its limits"),
+              "its models are stopped; loads wait until it is back under its limits"),
 }
 
 

@@ -33,6 +33,17 @@ class Theme:
     state_ok: str  # ready
     state_busy: str  # loading, waiting, stopping; refusals in the status bar
     state_bad: str  # crashed, restarting, gave up
+    # Alerts: the banner's background and text by level (its accents are state_busy and
+    # state_bad, which also colour a GPU's name and tab by its alerts).
+    alert_warn_bg: str
+    alert_warn_fg: str
+    alert_error_bg: str
+    alert_error_fg: str
+    # The all-GPUs strip's bars: fill by how close a reading is to its limit, and the track.
+    bar_ok: str
+    bar_warn: str
+    bar_error: str
+    bar_track: str
 
 
 DARK = Theme(
@@ -41,6 +52,9 @@ DARK = Theme(
     cpu="#64b5f6", ram="#f06292", swap="#a1887f", limit="#ef5350", warn="#ffca28",
     banner_bg="#4a3b12", banner_fg="#ffe9a8",
     state_ok="#81c784", state_busy="#ffca28", state_bad="#ff6e6e",
+    alert_warn_bg="#4a3b12", alert_warn_fg="#ffe9a8", alert_error_bg="#5a1d20",
+    alert_error_fg="#ffd9d9",
+    bar_ok="#4caf50", bar_warn="#e0a800", bar_error="#e53935", bar_track="#34363b",
 )
 
 LIGHT = Theme(
@@ -49,6 +63,9 @@ LIGHT = Theme(
     cpu="#1565c0", ram="#c2185b", swap="#6d4c41", limit="#c62828", warn="#f9a825",
     banner_bg="#fff4ce", banner_fg="#4a3b12",
     state_ok="#2e7d32", state_busy="#9a5b00", state_bad="#c62828",
+    alert_warn_bg="#fff4ce", alert_warn_fg="#4a3b12", alert_error_bg="#fde3e1",
+    alert_error_fg="#5f1212",
+    bar_ok="#66bb6a", bar_warn="#f9a825", bar_error="#e53935", bar_track="#e3e5e8",
 )
 
 
@@ -92,3 +109,9 @@ def apply_palette(app: QApplication, theme: Theme) -> None:
                  QPalette.ColorRole.ButtonText):
         palette.setColor(QPalette.ColorGroup.Disabled, role, dimmed)
     app.setPalette(palette)
+
+
+def level_colour(theme: Theme, level: str) -> str | None:
+    """The text colour for an alert level ("warning", "error"); None for "ok" (the
+    palette's own)."""
+    return {"warning": theme.state_busy, "error": theme.state_bad}.get(level)
