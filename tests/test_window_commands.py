@@ -93,3 +93,19 @@ def test_free_vram_says_what_it_moved(qtbot, window_with):
     qtbot.waitUntil(lambda: bridge.rows[0].device == "cpu", timeout=10_000)
     assert bridge.rows[1].device == "gpu"
     assert window.command_label.text() == "Moving chat to the CPU: about 5.9 GiB freed on GPU 0"
+
+
+def test_the_selected_model_shows_its_details_and_history(qtbot, window_with):
+    _, window = window_with(Config(models=(model("chat", load_time_s=0.1),
+                                                model("other", load_time_s=0.1))))
+    panel, details = window.model_panel, window.details_panel
+    qtbot.waitUntil(lambda: details.shown is not None, timeout=10_000)
+    assert details.shown.name == "chat"  # the first row is selected at start
+    panel.select("other")
+    qtbot.waitUntil(lambda: details.shown.name == "other", timeout=10_000)
+    window.commands.send("load", ("other",))
+    qtbot.waitUntil(lambda: any("ready" in h.text for h in details.shown.history),
+                    timeout=10_000)
+    assert details.history.topLevelItemCount() >= 2  # loading, then ready
+    panel.table.clearSelection()
+    qtbot.waitUntil(lambda: details.shown is None, timeout=10_000)

@@ -26,12 +26,14 @@ from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.commands import Commands
 from gpuwarden.app.menus import MenuBar, open_file
 from gpuwarden.app.window_state import restore_state, save_state
+from gpuwarden.engine.details import ModelDetails
 from gpuwarden.engine.events import Event
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot
 from gpuwarden.engine.views import ModelRow
 from gpuwarden.widgets.event_log import EventLog
 from gpuwarden.widgets.gpu_panel import GpuPanel, seconds_ago
 from gpuwarden.widgets.host_panel import HostPanel
+from gpuwarden.widgets.model_details import ModelDetailsPanel
 from gpuwarden.widgets.model_panel import ModelPanel
 from gpuwarden.widgets.plot import WINDOWS_S
 from gpuwarden.widgets.theme import Theme
@@ -89,6 +91,10 @@ class MainWindow(QMainWindow):
         bridge.event_raised.connect(self.on_event)
         bridge.models_changed.connect(self.on_models)
         self.model_panel.action_requested.connect(self.commands.send)
+        self._details_query: int | None = None
+        bridge.answered.connect(self._on_answer)
+        self.model_panel.table.selectionModel().selectionChanged.connect(
+            lambda *_: self.refresh_details())
         self.model_panel.set_rows(bridge.rows)
         self.banner.simulate_button.clicked.connect(lambda: bridge.use_simulated(1))
 
@@ -111,6 +117,8 @@ class MainWindow(QMainWindow):
         self.host_panel = HostPanel(self._theme)
         self.event_log = EventLog()
         self.model_panel = ModelPanel(self._theme)
+        self.details_panel = ModelDetailsPanel(self._theme)
+        self.details_panel.open_failed.connect(lambda text: self.show_answer(text, warning=True))
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
         split.addWidget(self.model_panel)
@@ -119,10 +127,19 @@ class MainWindow(QMainWindow):
         split.addWidget(self.event_log)
         split.setStretchFactor(0, 0)  # the table keeps its height; the graphs take the rest
         split.setStretchFactor(1, 6)
-        split.setStretchFactor(2, 3)
-        split.setStretchFactor(3, 1)
-        split.setSizes([self.model_panel.preferred_height(), 480, 220, 100])
+        split.setStretchFactor(2, 2)
+        split.setStretchFactor(3, 2)
+        split.setSizes([self.model_panel.preferred_height(), 460, 180, 160])
         self.splitter = split
+        # The selected model's details run the window's full height on the right.
+        beside = QSplitter(Qt.Orientation.Horizontal)
+        beside.addWidget(split)
+        beside.addWidget(self.details_panel)
+        beside.setCollapsible(0, False)
+        beside.setStretchFactor(0, 1)
+        beside.setStretchFactor(1, 0)
+        beside.setSizes([1000, 380])
+        self.models_splitter = beside
         self.split_moved_by_user = False
         split.splitterMoved.connect(self._on_split_moved)
         self.command_label = QLabel()
@@ -141,7 +158,7 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
         layout.addLayout(top)
         layout.addWidget(self.banner)
-        layout.addWidget(split, 1)
+        layout.addWidget(beside, 1)
         self.setCentralWidget(central)
 
     @property
@@ -210,9 +227,26 @@ class MainWindow(QMainWindow):
     def on_models(self, rows: tuple[ModelRow, ...]) -> None:
         count = self.model_panel.model.rowCount()
         self.model_panel.set_rows(rows)
+        self.refresh_details()
         if self.model_panel.model.rowCount() != count:
             # After the layout settles: the GPU tabs may have just been shown.
             QTimer.singleShot(0, self._fit_model_panel)
+
+    def refresh_details(self) -> None:
+        """Ask the engine thread for the selected model's details (answered in
+        :meth:`_on_answer`; an answer for an earlier selection is dropped)."""
+        row = self.model_panel.selected()
+        if row is None:
+            self._details_query = None
+            self.details_panel.show_details(None)
+            return
+        self._details_query = self._bridge.ask("details", row.name)
+
+    @Slot(int, object)
+    def _on_answer(self, query_id: int, answer: object) -> None:
+        if query_id == self._details_query and (
+                answer is None or isinstance(answer, ModelDetails)):
+            self.details_panel.show_details(answer)
 
     @Slot()
     def _fit_model_panel(self) -> None:

@@ -10,14 +10,16 @@ from PySide6.QtCore import QByteArray, QSettings
 if TYPE_CHECKING:
     from gpuwarden.app.window import MainWindow
 
-GEOMETRY, SPLITTER, MODEL_COLUMNS, TIME_RANGE = (
-    "window/geometry", "window/splitter", "models/header", "graphs/window_s")
+GEOMETRY, SPLITTER, MODELS_SPLITTER, MODEL_COLUMNS, TIME_RANGE = (
+    "window/geometry", "window/splitter", "models/splitter", "models/header",
+    "graphs/window_s")
 
 
 def save_state(window: MainWindow, settings: QSettings) -> None:
     settings.setValue(GEOMETRY, window.saveGeometry())
     if window.split_moved_by_user:
         settings.setValue(SPLITTER, window.splitter.saveState())
+    settings.setValue(MODELS_SPLITTER, window.models_splitter.saveState())
     settings.setValue(MODEL_COLUMNS, window.model_panel.table.horizontalHeader().saveState())
     settings.setValue(TIME_RANGE, window.window_seconds)
     settings.sync()
@@ -32,6 +34,9 @@ def restore_state(window: MainWindow, settings: QSettings) -> None:
     splitter = settings.value(SPLITTER)
     if isinstance(splitter, QByteArray) and window.splitter.restoreState(splitter):
         window.split_moved_by_user = True
+    beside = settings.value(MODELS_SPLITTER)
+    if isinstance(beside, QByteArray):
+        window.models_splitter.restoreState(beside)
     header = settings.value(MODEL_COLUMNS)
     if isinstance(header, QByteArray):
         window.model_panel.table.horizontalHeader().restoreState(header)
