@@ -129,10 +129,10 @@ def test_a_lost_gpu_is_marked_and_logged_then_comes_back(qtbot, open_window, tmp
     qtbot.waitUntil(lambda: "(lost)" in tab_text(1), timeout=10_000)
     assert "(lost)" not in tab_text(0)
     assert "GPU lost" in window.gpu_panels[1].summary.text()
-    qtbot.waitUntil(lambda: any("gpu.lost" in t for t in window.event_log.texts()),
+    qtbot.waitUntil(lambda: any("GPU 1 was lost" in t for t in window.event_log.texts()),
                     timeout=5000)
     qtbot.waitUntil(lambda: tab_text(1) and "(lost)" not in tab_text(1), timeout=10_000)
-    assert any("gpu.recovered" in t for t in window.event_log.texts())
+    assert any("GPU 1 is answering again" in t for t in window.event_log.texts())
 
 
 def test_closing_the_window_stops_the_engine_thread(qtbot):
@@ -151,9 +151,9 @@ def test_the_window_runs_the_lifecycle_engine_and_logs_its_events(qtbot, open_wi
 
     config = Config(models=(model("chat", vram_mib=6000.0, load_time_s=0.3, autostart=True),))
     _, window = open_window(simulated(1, config))
-    qtbot.waitUntil(lambda: any("model.ready" in t for t in window.event_log.texts()),
+    qtbot.waitUntil(lambda: any("chat is ready" in t for t in window.event_log.texts()),
                     timeout=10_000)
-    assert any("model.loading" in t and "chat" in t for t in window.event_log.texts())
+    assert any("chat is loading" in t for t in window.event_log.texts())
     qtbot.waitUntil(lambda: "5.9 GiB" in window.gpu_panels[0].processes.text()
                     or "model:chat" in window.gpu_panels[0].processes.text(), timeout=10_000)
 
