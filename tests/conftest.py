@@ -85,3 +85,27 @@ def window_with(qtbot):
     yield _open
     for bridge in made:
         bridge.stop()
+
+
+@pytest.fixture
+def open_window(qtbot):
+    """Open the real window on a real bridge over the engine a factory makes:
+    ``bridge, window = open_window(factory, theme=DARK)``; stopped after the test."""
+    from gpuwarden.app.bridge import EngineBridge
+    from gpuwarden.app.window import MainWindow
+    from gpuwarden.widgets.theme import DARK
+
+    made = []
+
+    def _open(factory, theme=DARK):
+        bridge = EngineBridge(factory())
+        window = MainWindow(bridge, theme)
+        qtbot.addWidget(window)
+        window.show()
+        bridge.start()
+        made.append(bridge)
+        return bridge, window
+
+    yield _open
+    for bridge in made:
+        bridge.stop()

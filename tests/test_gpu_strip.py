@@ -39,15 +39,15 @@ def simulated_snapshot(count: int) -> Snapshot:
 
 def test_one_row_per_gpu_of_a_simulated_machine_made_once(strip):
     snap = simulated_snapshot(3)
-    strip.update(snap, {})
+    strip.show_snapshot(snap, {})
     rows = strip.rows()
     assert [r.index for r in rows] == [0, 1, 2] and not strip.isHidden()
     assert all(r.name.startswith(f"GPU {r.index} · ") for r in rows)
     vram = rows[0].bars[0]
     assert vram.label == "VRAM" and vram.text.endswith("GiB") and vram.fraction is not None
-    strip.update(replace(snap, seq=2), {})
+    strip.show_snapshot(replace(snap, seq=2), {})
     assert strip.rows() == rows  # the same widgets, not rebuilt each sample
-    strip.update(replace(snap, gpus=snap.gpus[:2]), {})
+    strip.show_snapshot(replace(snap, gpus=snap.gpus[:2]), {})
     assert [r.index for r in strip.rows()] == [0, 1]
 
 
@@ -58,7 +58,7 @@ def test_the_temperature_bar_turns_amber_then_red_as_it_nears_slowdown(qtbot, th
     strip.resize(1000, 30)
     colours = []
     for temp in (60.0, 84.0, 88.0):
-        strip.update(snapshot(gpu(0, temperature_c=temp, temperature_slowdown_c=87.0)), {})
+        strip.show_snapshot(snapshot(gpu(0, temperature_c=temp, temperature_slowdown_c=87.0)), {})
         row = strip.row(0)
         rect = row.bar_rect("Temp")
         pixel = row.grab().toImage().pixelColor(rect.left() + 2, rect.center().y())
@@ -70,15 +70,15 @@ def test_the_temperature_bar_turns_amber_then_red_as_it_nears_slowdown(qtbot, th
 
 def test_vram_turns_amber_at_the_pressure_threshold(strip):
     sample = gpu(0, memory_used_mib=7000.0, memory_total_mib=8192.0)  # 85 %
-    strip.update(snapshot(sample), {})
+    strip.show_snapshot(snapshot(sample), {})
     assert strip.row(0).bars[0].level == "ok"
     strip.set_vram_warn_pct(80.0)
-    strip.update(snapshot(sample), {})
+    strip.show_snapshot(snapshot(sample), {})
     assert strip.row(0).bars[0].level == "warning"
 
 
 def test_a_lost_gpu_is_greyed_and_says_so_and_missing_readings_say_na(strip):
-    strip.update(snapshot(gpu(0, power_draw_w=None, gpu_util_pct=None),
+    strip.show_snapshot(snapshot(gpu(0, power_draw_w=None, gpu_util_pct=None),
                           GpuSample(1, "Lost GPU", "u1", available=False)), {1: "error"})
     calm, lost = strip.rows()
     assert not lost.available
@@ -91,15 +91,15 @@ def test_a_lost_gpu_is_greyed_and_says_so_and_missing_readings_say_na(strip):
 
 
 def test_the_name_takes_its_gpus_alert_colour(strip):
-    strip.update(snapshot(gpu(0), gpu(1)), {0: "ok", 1: "warning"})
+    strip.show_snapshot(snapshot(gpu(0), gpu(1)), {0: "ok", 1: "warning"})
     assert strip.row(0).name_colour() == QColor(DARK.foreground)
     assert strip.row(1).name_colour() == QColor(DARK.state_busy)
-    strip.update(snapshot(gpu(0), gpu(1)), {1: "error"})
+    strip.show_snapshot(snapshot(gpu(0), gpu(1)), {1: "error"})
     assert strip.row(1).name_colour() == QColor(DARK.state_bad)
 
 
 def test_clicking_a_row_says_which_gpu(qtbot, strip):
-    strip.update(snapshot(gpu(0), gpu(1), gpu(2)), {})
+    strip.show_snapshot(snapshot(gpu(0), gpu(1), gpu(2)), {})
     strip.show()
     row = strip.row(2)
     with qtbot.waitSignal(strip.gpu_clicked) as signal:

@@ -32,25 +32,6 @@ def simulated(count: int, config: Config | None = None) -> Callable[[], Engine]:
     return service(lambda: build_sampler(opts), config)
 
 
-@pytest.fixture
-def open_window(qtbot):
-    made: list[tuple[EngineBridge, MainWindow]] = []
-
-    def _open(factory: Callable[[], Engine], theme=DARK
-              ) -> tuple[EngineBridge, MainWindow]:
-        bridge = EngineBridge(factory())
-        window = MainWindow(bridge, theme)
-        qtbot.addWidget(window)
-        window.show()
-        bridge.start()
-        made.append((bridge, window))
-        return bridge, window
-
-    yield _open
-    for bridge, _ in made:
-        bridge.stop()
-
-
 def curve_points(window: MainWindow, gpu: int = 0) -> int:
     if gpu not in window.gpu_panels:
         return 0

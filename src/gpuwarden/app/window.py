@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gpuwarden.app.alerts_view import AlertsView
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.commands import Commands
 from gpuwarden.app.menus import MenuBar, open_file
@@ -30,8 +31,10 @@ from gpuwarden.engine.details import ModelDetails
 from gpuwarden.engine.events import Event
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot
 from gpuwarden.engine.views import ModelRow
+from gpuwarden.widgets.alert_banner import AlertBanner
 from gpuwarden.widgets.event_log import EventLog
 from gpuwarden.widgets.gpu_panel import GpuPanel, seconds_ago
+from gpuwarden.widgets.gpu_strip import GpuStrip
 from gpuwarden.widgets.host_panel import HostPanel
 from gpuwarden.widgets.model_details import ModelDetailsPanel
 from gpuwarden.widgets.model_panel import ModelPanel
@@ -91,6 +94,9 @@ class MainWindow(QMainWindow):
         bridge.event_raised.connect(self.on_event)
         bridge.models_changed.connect(self.on_models)
         self.model_panel.action_requested.connect(self.commands.send)
+        self.alerts = AlertsView(theme, self.alert_banner, self.gpu_strip, self.gpu_tabs)
+        self.alerts.on_config(bridge.config)
+        bridge.config_changed.connect(self.alerts.on_config)
         self._details_query: int | None = None
         bridge.answered.connect(self._on_answer)
         self.model_panel.table.selectionModel().selectionChanged.connect(
@@ -112,10 +118,14 @@ class MainWindow(QMainWindow):
         top.addWidget(self.source_label)
         self.banner = NoGpuBanner(self._theme)
         self.banner.hide()
+        self.alert_banner = AlertBanner(self._theme)
+        self.gpu_strip = GpuStrip(self._theme)
         self.gpu_tabs = QTabWidget()
         self.gpu_tabs.hide()
+        self.gpu_strip.gpu_clicked.connect(self.show_gpu)
         self.host_panel = HostPanel(self._theme)
-        self.event_log = EventLog()
+        self.event_log = EventLog(self._theme)
+        self.event_log.message.connect(lambda text: self.show_answer(text, warning=False))
         self.model_panel = ModelPanel(self._theme)
         self.details_panel = ModelDetailsPanel(self._theme)
         self.details_panel.open_failed.connect(lambda text: self.show_answer(text, warning=True))
@@ -158,6 +168,8 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
         layout.addLayout(top)
         layout.addWidget(self.banner)
+        layout.addWidget(self.alert_banner)
+        layout.addWidget(self.gpu_strip)
         layout.addWidget(beside, 1)
         self.setCentralWidget(central)
 
@@ -194,6 +206,7 @@ class MainWindow(QMainWindow):
             tab = self.gpu_tabs.indexOf(self.gpu_panels[sample.index])
             self.gpu_tabs.setTabText(tab, _tab_title(sample.index, sample.name, sample.available))
         self.host_panel.update_sample(snap.host)
+        self.alerts.on_snapshot(snap)
         stamp = time.strftime("%H:%M:%S", time.localtime(snap.ts))
         self.source_label.setText(f"{_SOURCE_TEXT[snap.gpu_source]} · last sample {stamp}")
         # The banner already explains a missing GPU; the status bar notes a simulation.
@@ -222,11 +235,13 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_event(self, event: Event) -> None:
         self.event_log.add_event(event)
+        self.alerts.on_event(event)
 
     @Slot(object)
     def on_models(self, rows: tuple[ModelRow, ...]) -> None:
         count = self.model_panel.model.rowCount()
         self.model_panel.set_rows(rows)
+        self.alerts.on_models(rows)
         self.refresh_details()
         if self.model_panel.model.rowCount() != count:
             # After the layout settles: the GPU tabs may have just been shown.
@@ -285,6 +300,12 @@ class MainWindow(QMainWindow):
                              "gpuwarden reads it at once", warning=True)
         elif not open_file(path):
             self.show_answer(f"No application opens {path}", warning=True)
+
+    @Slot(int)
+    def show_gpu(self, index: int) -> None:
+        """Bring GPU ``index``'s graphs to the front (a click on its strip row)."""
+        if index in self.gpu_panels:
+            self.gpu_tabs.setCurrentWidget(self.gpu_panels[index])
 
     def free_vram(self) -> None:
         current = self.gpu_tabs.currentWidget()

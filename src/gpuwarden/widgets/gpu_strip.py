@@ -271,14 +271,6 @@ class GpuStrip(QWidget):
         """The VRAM pressure threshold (``[pressure] vram_enter_pct``): amber from there."""
         self._vram_warn_pct = pct
 
-    def update(self, snapshot: Snapshot | None = None,  # type: ignore[override]
-               levels: Mapping[int, str] | None = None) -> None:
-        """Show this sample (``show_snapshot``); without one, QWidget's own repaint."""
-        if snapshot is None:
-            super().update()
-        else:
-            self.show_snapshot(snapshot, levels or {})
-
     def show_snapshot(self, snapshot: Snapshot, levels: Mapping[int, str]) -> None:
         """Show this sample. Rows are made again only when the set of GPUs changes."""
         indices = tuple(g.index for g in snapshot.gpus)

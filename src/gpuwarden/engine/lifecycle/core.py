@@ -158,15 +158,16 @@ class ManagerCore(BackendReports, Guarding):
                 vram_est_mib=self._estimate(s.config, load.placement) if layers else 0.0,
             )
         )
-        self._announce_loading(s.name, device, layers, load.reason)
+        self._announce_loading(s.name, device, layers, load.reason,
+                               None if device == "cpu" else s.config.gpu)
         backend.start(
             launch, self._on_ready_cb(s.name), self._on_exit, self._on_activity_cb(s.name)
         )
 
     def _announce_loading(self, name: str, device: str, layers: int,
-                          reason: LoadReason) -> None:
-        self._bus.publish(
-            ModelLoading(model=name, placement=describe(device, layers), reason=reason))
+                          reason: LoadReason, gpu: int | None) -> None:
+        self._bus.publish(ModelLoading(model=name, placement=describe(device, layers),
+                                       reason=reason, gpu=gpu))
 
     def _stop(self, name: str, stop: Stopping) -> None:
         """Ask the backend to stop; what follows is decided when it has exited."""

@@ -319,7 +319,8 @@ class LifecycleManager(LoadCommands):
                               vram_est_mib=self._estimate(s.config, placement) if layers
                               else 0.0))
             self._bus.publish(ModelLoading(model=name, placement=describe(device, layers),
-                                           reason="adopted"))
+                                           reason="adopted",
+                                           gpu=None if device == "cpu" else s.config.gpu))
             attach(launch, self._on_ready_cb(name), self._on_exit, self._on_activity_cb(name))
             return True
 

@@ -49,7 +49,8 @@ class BackendReports(CoreState):
             self._planner.learn(s.config, s.gpu_layers or s.config.layers, measured)
         self._bus.publish(ModelReady(model=s.name, placement=describe(device, s.gpu_layers or 0),
                                      vram_mib=measured, vram_est_mib=s.vram_est_mib,
-                                     ram_mib=fp.ram_mib))
+                                     ram_mib=fp.ram_mib,
+                                     gpu=None if device == "cpu" else s.config.gpu))
 
     def _measure_now(self, name: str) -> float | None:
         pids = self.pids(name)
