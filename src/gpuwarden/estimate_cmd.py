@@ -5,7 +5,9 @@ built beside llama-server) is there, else from its GGUF metadata (see
 ``gpuwarden.engine.safety.gguf_plan``; ``--source`` picks one), reads the free VRAM of
 every GPU, and prints the pre-flight's verdict with its figures and where they came from.
 Exit status: 0 when it fits (whole or in part), 1 when it does not, 2 for bad input (a
-missing or broken model file, a bad option): one line on stderr, never a traceback.
+missing or broken model file, a bad option): one line on stderr, never a traceback. The
+pricing itself is ``gpuwarden.engine.safety.estimate``, shared with the window's Add model
+dialog; this module finds the fit tool and the free VRAM and prints.
 """
 
 from __future__ import annotations
@@ -15,36 +17,27 @@ import json
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NoReturn, get_args
+from typing import NoReturn
 
 from gpuwarden.cli import simulate_arg
-from gpuwarden.engine.clock import SystemClock
-from gpuwarden.engine.paths import data_dir
 from gpuwarden.engine.runtime import (
     SimulateSpec,
     TelemetryOptions,
     take_snapshot,
 )
-from gpuwarden.engine.safety import fit_params
-from gpuwarden.engine.safety.gguf_plan import (
-    MAX_CONTEXT,
-    GgufFacts,
-    ModelRefused,
-    cache_type_bytes,
-    plan_from_facts,
-    read_gguf,
+from gpuwarden.engine.safety import estimate as file_estimate
+from gpuwarden.engine.safety.estimate import (
+    SOURCE_CHOICES,
+    Estimate,
+    SourceChoice,
+    estimate_file,
+    free_vram_of,
 )
+from gpuwarden.engine.safety.gguf_plan import MAX_CONTEXT, GgufFacts, ModelRefused, read_gguf
 from gpuwarden.engine.safety.memory import MemoryPlan, PlanSource
-from gpuwarden.engine.safety.overhead import DEFAULT_OVERHEAD_MIB, OverheadBook
-from gpuwarden.engine.safety.preflight import (
-    DEFAULT_MARGIN_MIB,
-    GpuChoice,
-    Verdict,
-    preflight,
-    refused,
-)
+from gpuwarden.engine.safety.overhead import DEFAULT_OVERHEAD_MIB
+from gpuwarden.engine.safety.preflight import DEFAULT_MARGIN_MIB, GpuChoice, refused
 from gpuwarden.engine.supervisor.locate import (
     LlamaServerNotFound,
     find_fit_params,
@@ -56,8 +49,6 @@ PROG = "gpuwarden estimate"
 DEFAULT_CONTEXT = 4096  # a model's context_size when its config sets none
 MAX_MIB = float(1 << 30)
 EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_USAGE = 0, 1, 2
-SourceChoice = Literal["auto", "llama.cpp", "metadata"]
-SOURCE_CHOICES: tuple[str, ...] = get_args(SourceChoice)
 SOURCE_NAMES: Mapping[PlanSource, str] = {
     "metadata": "GGUF metadata",
     "llama.cpp": "llama.cpp (llama-fit-params)",
@@ -67,10 +58,6 @@ SOURCE_NAMES: Mapping[PlanSource, str] = {
 
 class _UsageError(Exception):
     pass
-
-
-class FitToolUnavailable(ValueError):
-    """``--source llama.cpp`` and llama.cpp's fit tool is missing or gave no answer."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,96 +130,28 @@ def fit_tool() -> Path | None:
     return find_fit_params(server)
 
 
-def _cache_args(cache_type_k: str, cache_type_v: str) -> list[str]:
-    args: list[str] = []
-    if cache_type_k.strip().lower() != "f16":
-        args += ["--cache-type-k", cache_type_k]
-    if cache_type_v.strip().lower() != "f16":
-        args += ["--cache-type-v", cache_type_v]
-    return args
-
-
-def llama_cpp_plan(facts: GgufFacts, context_size: int, *, parallel: int = 1,
-                   cache_type_k: str = "f16", cache_type_v: str = "f16",
-                   tool: Path | None = None) -> MemoryPlan | None:
-    """llama.cpp's projection of a full offload of this (already read) model, as a plan
-    that prices any ``-ngl``; None when the fit tool is missing or gives no answer."""
-    tool = fit_tool() if tool is None else tool
-    if tool is None:
-        return None
-    projection = fit_params.project(
-        tool, facts.path, context_size=context_size, gpu_layers=facts.layers,
-        parallel=parallel, extra_args=_cache_args(cache_type_k, cache_type_v))
-    if projection is None:
-        return None
-    total = facts.tensor_bytes
-    shares = [b / total for b in facts.layer_bytes] if total > 0 else None
-    return fit_params.to_plan(projection, facts.layers, layer_weights_share=shares)
-
-
 def make_plan(path: Path, context_size: int, *, parallel: int = 1,
               cache_type_k: str = "f16", cache_type_v: str = "f16",
               facts: GgufFacts | None = None, source: SourceChoice = "auto") -> MemoryPlan:
-    """The best plan available for this model file (``facts``: the file's metadata when
-    already read, to read it once): llama.cpp's own projection where its fit tool is
-    there and answers (``source`` "auto" or "llama.cpp"), else the metadata plan (``source``
-    "auto" or "metadata"). The file is always read first, so a broken file is refused the
-    same way whichever source prices it. Raises ModelRefused (a ValueError), and
-    FitToolUnavailable (a ValueError) for ``source="llama.cpp"`` without an answer."""
-    if facts is None:
-        facts = read_gguf(path)
-    k_bytes, v_bytes = cache_type_bytes(cache_type_k), cache_type_bytes(cache_type_v)
-    if source != "metadata":
-        plan = llama_cpp_plan(facts, context_size, parallel=parallel,
-                              cache_type_k=cache_type_k, cache_type_v=cache_type_v)
-        if plan is not None:
-            return plan
-        if source == "llama.cpp":
-            raise FitToolUnavailable(
-                "no projection from llama.cpp: its fit tool (llama-fit-params, built "
-                "beside llama-server by `gpuwarden setup llama-server`) is missing or "
-                "failed; try --source metadata")
-    if not 1 <= context_size <= MAX_CONTEXT:
-        raise ValueError(f"context size must be between 1 and {MAX_CONTEXT}, got {context_size}")
-    if not 1 <= parallel <= 256:
-        raise ValueError(f"parallel slots must be between 1 and 256, got {parallel}")
-    return plan_from_facts(facts, context_size, parallel=parallel,
-                           k_bytes=k_bytes, v_bytes=v_bytes)
+    """:func:`gpuwarden.engine.safety.estimate.make_plan` with the fit tool found as
+    ``gpuwarden estimate`` finds it."""
+    return file_estimate.make_plan(path, context_size, parallel=parallel,
+                                   cache_type_k=cache_type_k, cache_type_v=cache_type_v,
+                                   facts=facts, source=source, fit_tool=fit_tool)
 
 
 def free_vram(simulate: SimulateSpec | None) -> dict[int, float | None]:
     """Free MiB per available GPU (None where the GPU gives no figure)."""
-    snap = take_snapshot(TelemetryOptions(simulate=simulate))
-    return {g.index: g.memory_free_mib for g in snap.gpus if g.available}
-
-
-@dataclass(frozen=True)
-class Estimate:
-    verdict: Verdict
-    notes: tuple[str, ...]
+    return free_vram_of(take_snapshot(TelemetryOptions(simulate=simulate)))
 
 
 def estimate(args: argparse.Namespace) -> Estimate:
     """Raises ModelRefused, ScenarioError."""
     path: Path = args.model
     facts = read_gguf(path)  # refuses a broken file before any GPU is asked
-    plan = make_plan(path, args.ctx, facts=facts, source=args.source)
-    notes: list[str] = []
-    if args.ctx > facts.training_context:
-        notes.append(f"note: --ctx {args.ctx} is more than the model's training context "
-                     f"({facts.training_context}); llama-server still allocates it all")
-    free = free_vram(args.simulate)
-    if not free:
-        notes.append("note: no GPU found: the model would run entirely on the CPU")
-    overhead = args.overhead_mib
-    if overhead is None:  # the engine's own figure: learned per GPU, else the default
-        book = OverheadBook(data_dir() / "gpu-overhead.json", SystemClock())
-        book.load()
-        index = args.gpu if isinstance(args.gpu, int) else 0
-        overhead = book.get(index)[0]
-    verdict = preflight(plan, free, requested="auto", gpu=args.gpu,
-                        overhead_mib=overhead, margin_mib=args.margin_mib)
-    return Estimate(verdict, tuple(notes))
+    return estimate_file(path, args.ctx, free_vram(args.simulate), gpu=args.gpu,
+                         overhead_mib=args.overhead_mib, margin_mib=args.margin_mib,
+                         source=args.source, fit_tool=fit_tool, facts=facts)
 
 
 def render(path: Path, result: Estimate) -> str:
