@@ -80,3 +80,48 @@ def test_geometry_column_order_sort_and_time_range_come_back_next_time(qtbot, tm
         mt.VRAM, Qt.SortOrder.DescendingOrder)
     second.close()
     bridge.stop()
+
+
+CONFIG = """# my models (this comment must survive)
+[[models]]
+name = "chat"   # the one I use
+backend = "simulated"
+vram_mib = 2000
+
+[[models]]
+name = "spare"
+backend = "simulated"
+"""
+
+
+def test_add_edit_and_remove_go_through_the_config_file(qtbot, open_window, tmp_path: Path,
+                                                        monkeypatch):
+    from gpuwarden.engine.facade import Engine, ServicePaths
+    from gpuwarden.engine.lifecycle.config import load_config
+    from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions, build_sampler
+    from gpuwarden.widgets.model_editor import ModelEditor
+
+    path = tmp_path / "gpuwarden.toml"
+    path.write_text(CONFIG)
+    config, _ = load_config(path)
+    opts = TelemetryOptions(simulate=SimulateSpec(count=1), interval_s=0.25)
+    bridge, window = open_window(lambda: Engine(config, build_sampler(opts),
+                                                ServicePaths(None, None), config_path=path))
+    qtbot.waitUntil(lambda: len(bridge.rows) == 2, timeout=10_000)
+    window.menus.add_model.trigger()
+    assert isinstance(window.config_actions.dialog, ModelEditor)
+    assert window.config_actions.dialog.windowTitle() == "Add a model"
+    window.config_actions.dialog.reject()
+    window.model_panel.select("chat")
+    assert window.menus.edit_model in window.model_panel.context_menu().actions()
+    window.menus.edit_model.trigger()
+    assert window.config_actions.dialog.windowTitle() == "Edit chat"
+    window.config_actions.dialog.reject()
+
+    window.model_panel.select("spare")
+    monkeypatch.setattr(QMessageBox, "question", lambda *_: QMessageBox.StandardButton.Yes)
+    window.menus.remove_model.trigger()
+    assert "Removed spare" in window.command_label.text()
+    qtbot.waitUntil(lambda: [r.name for r in bridge.rows] == ["chat"], timeout=10_000)
+    assert "# my models (this comment must survive)" in path.read_text()
+    assert "# the one I use" in path.read_text()

@@ -43,16 +43,16 @@ class MenuBar:
     """Builds the menus of ``window``; the actions stay reachable for tests."""
 
     def __init__(self, window: QMainWindow, panel: ModelPanel, *,
-                 add_model: Callable[[], object] | None, open_config: Callable[[], object],
+                 add_model: Callable[[], object], edit_model: Callable[[], object],
+                 remove_model: Callable[[], object], open_config: Callable[[], object],
                  reload_config: Callable[[], object], free_vram: Callable[[], object],
                  emergency_stop: Callable[[], object],
                  set_window: Callable[[float], object]) -> None:
         self._window = window
         bar = window.menuBar()
         self.file = bar.addMenu("&File")
-        if add_model is not None:
-            add_action(self.file, "Add model…", add_model, "Ctrl+N")
-            self.file.addSeparator()
+        self.add_model = add_action(self.file, "Add model…", add_model, "Ctrl+N")
+        self.file.addSeparator()
         self.open_config = add_action(self.file, "Open config file", open_config)
         self.reload_config = add_action(self.file, "Reload config", reload_config, "F5")
         self.file.addSeparator()
@@ -66,6 +66,9 @@ class MenuBar:
             self.models.addAction(action)
         self.models.addMenu(panel.policy_menu)
         self.models.addMenu(panel.priority_menu)
+        self.models.addSeparator()
+        self.edit_model = add_action(self.models, "Edit model…", edit_model, "Ctrl+E")
+        self.remove_model = add_action(self.models, "Remove model…", remove_model)
         self.models.addSeparator()
         self.free_vram = add_action(self.models, "Free VRAM…", free_vram, "Ctrl+Shift+F")
         self.emergency_stop = add_action(self.models, "Emergency stop…", emergency_stop)

@@ -4,6 +4,7 @@ and the no-GPU banner. Command answers show in the status bar."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
 from gpuwarden.app.alerts_view import AlertsView
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.commands import Commands
+from gpuwarden.app.config_actions import ConfigActions
 from gpuwarden.app.menus import MenuBar, open_file
 from gpuwarden.app.window_state import restore_state, save_state
 from gpuwarden.engine.details import ModelDetails
@@ -80,12 +82,19 @@ class MainWindow(QMainWindow):
         self._build()
         self.commands = Commands(bridge, self, lambda text, warn: self.show_answer(
             text, warning=warn))
-        self.menus = MenuBar(self, self.model_panel, add_model=None,
+        self.config_actions = ConfigActions(bridge, theme, self, lambda text, warn:
+                                            self.show_answer(text, warning=warn))
+        self.menus = MenuBar(self, self.model_panel,
+                             add_model=self.config_actions.add_model,
+                             edit_model=lambda: self._on_selected(self.config_actions.edit_model),
+                             remove_model=lambda: self._on_selected(
+                                 self.config_actions.remove_model),
                              open_config=self.open_config,
                              reload_config=lambda: self.commands.send("reload_config", ()),
                              free_vram=self.free_vram, emergency_stop=self.emergency_stop,
                              set_window=self.set_window_seconds)
         self.menus.check_range(self._window_s)
+        self.model_panel.more_actions = [self.menus.edit_model, self.menus.remove_model]
         self._settings = settings
         if settings is not None:
             restore_state(self, settings)
@@ -187,6 +196,7 @@ class MainWindow(QMainWindow):
         self._window_s = float(self.window_choice.itemData(index))
         if hasattr(self, "menus"):
             self.menus.check_range(self._window_s)
+        self.model_panel.more_actions = [self.menus.edit_model, self.menus.remove_model]
         for panel in self._panels():
             panel.set_window(self._window_s)
         self._bridge.set_window(self._window_s)
@@ -300,6 +310,13 @@ class MainWindow(QMainWindow):
                              "gpuwarden reads it at once", warning=True)
         elif not open_file(path):
             self.show_answer(f"No application opens {path}", warning=True)
+
+    def _on_selected(self, action: Callable[[str], object]) -> None:
+        row = self.model_panel.selected()
+        if row is None:
+            self.show_answer("Select a model first", warning=True)
+        else:
+            action(row.name)
 
     @Slot(int)
     def show_gpu(self, index: int) -> None:

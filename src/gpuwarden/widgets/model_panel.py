@@ -89,6 +89,7 @@ class ModelPanel(QWidget):
         self.move_action = self._action("Move to CPU", "Ctrl+M", self.move_to_cpu)
         self.restart_action = self._action("Restart", "Ctrl+R", self.restart)
         self.pin_action = self._action("Pin", "Ctrl+P", self.toggle_pin)
+        self.more_actions: list[QAction] = []  # the window's own (edit, remove) for the menu
         self.policy_menu = self._policy_menu()
         self.priority_menu = self._priority_menu()
         self.buttons: dict[str, QToolButton] = {}
@@ -260,6 +261,9 @@ class ModelPanel(QWidget):
         menu.addSeparator()
         menu.addMenu(self.policy_menu)
         menu.addMenu(self.priority_menu)
+        if self.more_actions:
+            menu.addSeparator()
+            menu.addActions(self.more_actions)
         return menu
 
     @Slot(QPoint)

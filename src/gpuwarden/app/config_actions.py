@@ -1,0 +1,91 @@
+"""The window's edits of the config file: add a model, edit or remove the selected one.
+Each is written to the file (comments and layout kept); the running engine picks the
+change up through its live reload, so nothing here talks to the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from gpuwarden.app.bridge import EngineBridge
+from gpuwarden.engine.config_edit import ConfigEditError, remove_model
+from gpuwarden.engine.lifecycle.config import ModelConfig, load_config
+from gpuwarden.estimate_cmd import fit_tool
+from gpuwarden.widgets.model_editor import ModelEditor
+from gpuwarden.widgets.theme import Theme
+
+Answer = Callable[[str, bool], None]  # (text, warning)
+NO_FILE = "gpuwarden was started without a config file it can write (--config)"
+
+
+class ConfigActions(QObject):
+    def __init__(self, bridge: EngineBridge, theme: Theme, parent: QWidget,
+                 answer: Answer) -> None:
+        super().__init__(parent)
+        self._bridge = bridge
+        self._theme = theme
+        self._parent = parent
+        self._answer = answer
+        self.dialog: ModelEditor | None = None  # the one shown
+
+    @property
+    def path(self) -> Path | None:
+        return self._bridge.config_path
+
+    def add_model(self) -> None:
+        if self.path is None:
+            self._answer(f"Cannot add a model: {NO_FILE}", True)
+            return
+        self._show(ModelEditor(self._theme, self.path, lambda: self._bridge.latest,
+                               self._parent, fit_tool=fit_tool))
+
+    def edit_model(self, name: str) -> None:
+        found = self._entry(name, "edit")
+        if found is not None and self.path is not None:
+            self._show(ModelEditor.edit(self._theme, self.path, lambda: self._bridge.latest,
+                                        found, self._parent, fit_tool))
+
+    def remove_model(self, name: str) -> None:
+        if self._entry(name, "remove") is None or self.path is None:
+            return
+        answer = QMessageBox.question(
+            self._parent, f"Remove {name}?",
+            f"Remove {name} from {self.path}? A running {name} is stopped. The model "
+            "file itself stays on disk.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel)
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            remove_model(self.path, name)
+        except ConfigEditError as exc:
+            self._answer(f"Remove refused: {exc}", True)
+            return
+        self._answer(f"Removed {name} from {self.path}", False)
+
+    def _entry(self, name: str, what: str) -> ModelConfig | None:
+        """The model's entry as the file has it now (not as it ran)."""
+        if self.path is None:
+            self._answer(f"Cannot {what} {name}: {NO_FILE}", True)
+            return None
+        found = load_config(self.path)[0].model(name)
+        if found is None:
+            self._answer(f"Cannot {what} {name}: it is not in {self.path} (any more)", True)
+        return found
+
+    def _show(self, dialog: ModelEditor) -> None:
+        if self.dialog is not None:
+            self.dialog.reject()
+        self.dialog = dialog
+        dialog.saved.connect(lambda name: self._answer(
+            f"Saved {name} to {self.path}; the engine reads it in a moment", False))
+        dialog.finished.connect(lambda _: self._forget(dialog))
+        dialog.open()
+
+    def _forget(self, dialog: ModelEditor) -> None:
+        if self.dialog is dialog:
+            self.dialog = None
+        dialog.deleteLater()
