@@ -2,7 +2,8 @@
 
 Prints:
   1. CPU time of one full sample (simulated GPU + host via psutil) per tick;
-  2. UI time to redraw all graphs of one GPU with a full hour of history;
+  2. UI time to redraw all graphs of one GPU with a full hour of history, without and
+     with 50 event marks;
   3. the app's idle CPU use and RSS after running `gpuwarden --simulate` at 1 Hz.
 
     QT_QPA_PLATFORM=offscreen python bench/telemetry.py [--idle-seconds 60]
@@ -47,8 +48,9 @@ def sample_cost(ticks: int) -> dict[str, float]:
     return {"mean_ms": 1000 * total / ticks, "p95_ms": 1000 * _pct(per_tick, 95)}
 
 
-def redraw_cost(repeats: int) -> dict[str, float]:
-    """Wall time to hand a full hour to one GPU's four graphs and repaint them."""
+def redraw_cost(repeats: int, marks: int = 0) -> dict[str, float]:
+    """Wall time to hand a full hour to one GPU's four graphs and repaint them, with
+    ``marks`` event marks spread over the hour (all visible, every level)."""
     from PySide6.QtWidgets import QApplication
 
     from gpuwarden.widgets.gpu_panel import GpuPanel, seconds_ago
@@ -71,6 +73,10 @@ def redraw_cost(repeats: int) -> dict[str, float]:
     app.processEvents()
     last = sampler.last
     assert last is not None
+    levels = ("info", "warning", "error")
+    for i in range(marks):
+        ts = float(frame.t[0]) + (i + 0.5) * HOUR_S / marks
+        panel.add_marker(ts, f"event {i}", levels[i % 3])
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -79,9 +85,10 @@ def redraw_cost(repeats: int) -> dict[str, float]:
         app.processEvents()  # runs the scene updates pyqtgraph queued
         panel.repaint()  # and paints everything now, synchronously
         times.append(time.perf_counter() - start)
+    shown = len(panel.vram.marks.merged())
     panel.close()
     return {"points": float(len(frame)), "median_ms": 1000 * statistics.median(times),
-            "max_ms": 1000 * max(times)}
+            "max_ms": 1000 * max(times), "marks_drawn": float(shown)}
 
 
 def idle_cost(seconds: float, settle_s: float = 5.0) -> dict[str, float]:
@@ -122,6 +129,10 @@ def main() -> int:
     r = redraw_cost(args.repeats)
     print(f"redraw one GPU's 4 graphs, {r['points']:.0f} points each: median "
           f"{r['median_ms']:.2f} ms, max {r['max_ms']:.2f} ms   [target < 10 ms]")
+    m = redraw_cost(args.repeats, marks=50)
+    print(f"the same with 50 event marks ({m['marks_drawn']:.0f} drawn): median "
+          f"{m['median_ms']:.2f} ms, max {m['max_ms']:.2f} ms   "
+          "[target: < 1 ms more than without]")
     i = idle_cost(args.idle_seconds)
     print(f"idle app (--simulate, 1 Hz) over {i['seconds']:.0f} s: CPU "
           f"{i['cpu_pct_of_one_core']:.2f} % of one core, RSS {i['rss_mib']:.0f} MiB   "

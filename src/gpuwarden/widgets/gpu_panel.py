@@ -1,4 +1,5 @@
-"""The graphs of one GPU: VRAM, temperature, power and utilisation."""
+"""The graphs of one GPU: VRAM, temperature, power and utilisation, with event marks,
+the pressure threshold, and a greyed-out look while the GPU is lost."""
 
 from __future__ import annotations
 
@@ -12,10 +13,19 @@ from gpuwarden.engine.telemetry.snapshot import (
     fmt_mib,
     gpu_key,
 )
-from gpuwarden.widgets.plot import FloatArray, LivePlot
+from gpuwarden.widgets.plot import FloatArray, LivePlot, PlotMarks
+from gpuwarden.widgets.plot_marks import MarkLevel
 from gpuwarden.widgets.theme import Theme
 
 MIB_PER_GIB = 1024.0
+TEMPERATURE_FALLBACK_C = 100.0  # the temperature axis before any reading
+
+
+def fmt_mib_of(used: float | None, total: float | None) -> str:
+    """'used / total' in one unit: GiB (one decimal) when the total is 1 GiB or more."""
+    if total is None or abs(total) < MIB_PER_GIB:
+        return f"{fmt_mib(used)} / {fmt_mib(total)}"
+    return f"{fmt(_gib(used), digits=1)} / {fmt(_gib(total), 'GiB', 1)}"
 
 
 def gpu_summary(g: GpuSample) -> str:
@@ -23,7 +33,7 @@ def gpu_summary(g: GpuSample) -> str:
     if not g.available:
         return f"GPU {g.index} · {g.name} — GPU lost, waiting for it to come back"
     parts = [
-        f"VRAM {fmt_mib(g.memory_used_mib)} / {fmt_mib(g.memory_total_mib)}",
+        f"VRAM {fmt_mib_of(g.memory_used_mib, g.memory_total_mib)}",
         f"{fmt(g.temperature_c, '°C')}",
         f"{fmt(g.power_draw_w)} / {fmt(g.power_limit_w, 'W')}",
         f"util {fmt(g.gpu_util_pct, '%')}",
@@ -56,18 +66,25 @@ class GpuPanel(QWidget):
         self.summary.setObjectName("gpuSummary")
         self.processes = QLabel("")
         self.processes.setWordWrap(True)
-        self.vram = LivePlot("VRAM", "GiB", theme)
+        self.vram = LivePlot("VRAM", "GiB", theme, digits=1)
         self.vram.add_curve("used", "used", theme.vram)
-        self.vram.add_limit("total", "total", theme.limit)
-        self.temperature = LivePlot("Temperature", "°C", theme)
+        self.vram.add_limit("total", "total", theme.limit, dashed=False)
+        # Beside the total's label, not on it: the two lines are close.
+        self.vram.add_limit("pressure", "pressure", theme.warn, label_at=0.12)
+        self.temperature = LivePlot("Temperature", "°C", theme,
+                                    fallback_max=TEMPERATURE_FALLBACK_C)
         self.temperature.add_curve("temp", "GPU", theme.temperature)
         self.temperature.add_limit("slowdown", "slowdown", theme.warn)
         self.power = LivePlot("Power", "W", theme)
         self.power.add_curve("draw", "draw", theme.power)
-        self.power.add_limit("limit", "enforced limit", theme.limit)
-        self.util = LivePlot("Utilisation", "%", theme, y_range=(0, 100))
+        self.power.add_limit("limit", "enforced limit", theme.limit, dashed=False)
+        self.util = LivePlot("Utilisation", "%", theme, y_max=100.0)
         self.util.add_curve("gpu", "GPU", theme.util)
         self.util.add_curve("mem", "memory", theme.mem_util)
+        self._total_gib: float | None = None
+        self._pressure_pct: float | None = None
+        self._lost = False
+        self._marks = PlotMarks(self.plots())
         grid = QGridLayout()
         for i, plot in enumerate(self.plots()):
             grid.addWidget(plot, i // 2, i % 2)
@@ -87,11 +104,43 @@ class GpuPanel(QWidget):
     def update_sample(self, sample: GpuSample) -> None:
         self.summary.setText(gpu_summary(sample))
         self.processes.setText(process_summary(sample))
-        total = _gib(sample.memory_total_mib)
-        self.vram.set_limit("total", total)
-        self.vram.set_y_ceiling(total)
+        self.set_lost(not sample.available)
+        if not sample.available:
+            return  # keep the last known total and limits: the axes stay put
+        self._total_gib = _gib(sample.memory_total_mib)
+        self.vram.set_limit("total", self._total_gib)
+        self.vram.set_y_ceiling(self._total_gib)
+        self._draw_pressure_line()
         self.temperature.set_limit("slowdown", sample.temperature_slowdown_c)
         self.power.set_limit("limit", sample.power_limit_w)
+
+    def set_lost(self, lost: bool) -> None:
+        """Grey the graphs out while the GPU does not answer; their ranges stay fixed."""
+        if lost != self._lost:
+            self._lost = lost
+            for plot in self.plots():
+                plot.set_dimmed(lost)
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    def set_pressure_threshold(self, percent: float | None) -> None:
+        """A dashed line where VRAM pressure begins, at ``percent`` % of the total."""
+        self._pressure_pct = percent
+        self._draw_pressure_line()
+
+    def _draw_pressure_line(self) -> None:
+        pct, total = self._pressure_pct, self._total_gib
+        if pct is None or total is None:
+            self.vram.set_limit("pressure", None)
+            return
+        self.vram.set_limit("pressure", total * pct / 100.0, label=f"pressure {pct:g} %")
+
+    def add_marker(self, ts: float, text: str, level: MarkLevel) -> None:
+        """Mark an event at ``ts`` (unix seconds) on all four graphs; hovering the mark
+        shows ``text``."""
+        self._marks.add(ts, text, level)
 
     def update_history(self, frame: HistoryFrame, x: FloatArray) -> None:
         def series(name: str) -> FloatArray | None:
@@ -103,6 +152,8 @@ class GpuPanel(QWidget):
         self.power.set_curve("draw", x, series("power_draw_w"))
         self.util.set_curve("gpu", x, series("gpu_util_pct"))
         self.util.set_curve("mem", x, series("memory_util_pct"))
+        if len(frame):
+            self._marks.follow(float(frame.t[-1]))
 
 
 def _gib(mib: float | None) -> float | None:

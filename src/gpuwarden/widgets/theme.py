@@ -48,7 +48,7 @@ class Theme:
 
 DARK = Theme(
     dark=True, background="#1e1f22", foreground="#d7dae0",
-    vram="#4fc3f7", temperature="#ffb74d", power="#ba68c8", util="#81c784", mem_util="#4db6ac",
+    vram="#4fc3f7", temperature="#ffb74d", power="#ba68c8", util="#81c784", mem_util="#9fa8da",
     cpu="#64b5f6", ram="#f06292", swap="#a1887f", limit="#ef5350", warn="#ffca28",
     banner_bg="#4a3b12", banner_fg="#ffe9a8",
     state_ok="#81c784", state_busy="#ffca28", state_bad="#ff6e6e",
@@ -59,8 +59,8 @@ DARK = Theme(
 
 LIGHT = Theme(
     dark=False, background="#ffffff", foreground="#202124",
-    vram="#0277bd", temperature="#e65100", power="#7b1fa2", util="#2e7d32", mem_util="#00796b",
-    cpu="#1565c0", ram="#c2185b", swap="#6d4c41", limit="#c62828", warn="#f9a825",
+    vram="#0277bd", temperature="#e65100", power="#7b1fa2", util="#2e7d32", mem_util="#3949ab",
+    cpu="#1565c0", ram="#c2185b", swap="#6d4c41", limit="#c62828", warn="#9a6700",
     banner_bg="#fff4ce", banner_fg="#4a3b12",
     state_ok="#2e7d32", state_busy="#9a5b00", state_bad="#c62828",
     alert_warn_bg="#fff4ce", alert_warn_fg="#4a3b12", alert_error_bg="#fde3e1",
