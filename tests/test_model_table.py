@@ -72,15 +72,19 @@ def test_update_changes_rows_in_place_and_only_inserts_or_removes_on_a_new_set(q
     seen: list[tuple[str, int, int]] = []
     model.rowsInserted.connect(lambda _p, a, b: seen.append(("insert", a, b)))
     model.rowsRemoved.connect(lambda _p, a, b: seen.append(("remove", a, b)))
-    model.dataChanged.connect(lambda a, b: seen.append(("changed", a.row(), b.row())))
+    model.dataChanged.connect(lambda a, b: seen.append(
+        ("changed", a.row(), b.row(), a.column(), b.column())))
     model.update((row("a"), row("b"), row("c")))
     assert seen == [("insert", 0, 2)]
     seen.clear()
     model.update((row("a"), ready("b"), ready("c")))
-    assert seen == [("changed", 1, 2)]
+    assert seen == [("changed", 1, 1, mt.STATE, mt.VRAM), ("changed", 1, 1, mt.IDLE, mt.IDLE),
+                    ("changed", 2, 2, mt.STATE, mt.VRAM), ("changed", 2, 2, mt.IDLE, mt.IDLE)]
     seen.clear()
     model.update((row("a"), ready("b"), ready("c")))
     assert seen == []  # nothing changed: no signal at all
+    model.update((row("a"), ready("b", idle_s=5.2), ready("c")))
+    assert seen == []  # a change no cell shows (5 s idle either way): no signal either
     model.update((ready("c"), row("a")))
     assert seen == [("remove", 1, 1)]
 

@@ -42,9 +42,13 @@ def curve_points(window: MainWindow, gpu: int = 0) -> int:
 def test_two_simulated_gpus_get_a_tab_each_with_live_graphs(qtbot, open_window, tmp_path: Path):
     _, window = open_window(simulated(2))
     qtbot.waitUntil(
-        lambda: len(window.gpu_panels) == 2 and curve_points(window, 1) >= 3, timeout=10_000
+        lambda: len(window.gpu_panels) == 2 and curve_points(window, 0) >= 3, timeout=10_000
     )
     assert window.gpu_tabs.count() == 2
+    assert curve_points(window, 1) == 0  # a hidden tab's graphs wait until it is shown ...
+    window.gpu_tabs.setCurrentIndex(1)
+    assert curve_points(window, 1) >= 3  # ... and have it all at once
+    window.gpu_tabs.setCurrentIndex(0)
     assert window.banner.isHidden()
     panel = window.gpu_panels[0]
     x, y = panel.vram.curve_data("used")

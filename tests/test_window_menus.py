@@ -125,3 +125,24 @@ def test_add_edit_and_remove_go_through_the_config_file(qtbot, open_window, tmp_
     qtbot.waitUntil(lambda: [r.name for r in bridge.rows] == ["chat"], timeout=10_000)
     assert "# my models (this comment must survive)" in path.read_text()
     assert "# the one I use" in path.read_text()
+
+
+def test_a_saved_header_from_an_older_version_does_not_bring_back_its_resize_modes(
+        qtbot, tmp_path: Path):
+    from PySide6.QtWidgets import QHeaderView
+
+    settings = QSettings(str(tmp_path / "old.ini"), QSettings.Format.IniFormat)
+    bridge = EngineBridge(simulated(1, Config(models=(model("chat"),)))())
+    window = MainWindow(bridge, DARK)
+    qtbot.addWidget(window)
+    header = window.model_panel.table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # as 0.1 saved it
+    settings.setValue("models/header", header.saveState())
+    window.close()
+    again = MainWindow(bridge, DARK, settings)
+    qtbot.addWidget(again)
+    modes = {again.model_panel.table.horizontalHeader().sectionResizeMode(c)
+             for c in range(len(mt.HEADERS))}
+    assert modes == {QHeaderView.ResizeMode.Interactive}  # measuring every cell each tick
+    again.close()
+    bridge.stop()

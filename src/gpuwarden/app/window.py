@@ -40,7 +40,7 @@ from gpuwarden.widgets.gpu_strip import GpuStrip
 from gpuwarden.widgets.host_panel import HostPanel
 from gpuwarden.widgets.model_details import ModelDetailsPanel
 from gpuwarden.widgets.model_panel import ModelPanel
-from gpuwarden.widgets.plot import WINDOWS_S
+from gpuwarden.widgets.plot import WINDOWS_S, FloatArray
 from gpuwarden.widgets.theme import Theme
 
 _SOURCE_TEXT = {"nvml": "NVIDIA (NVML)", "simulated": "SIMULATED GPU", "none": "no GPU"}
@@ -131,6 +131,8 @@ class MainWindow(QMainWindow):
         self.gpu_strip = GpuStrip(self._theme)
         self.gpu_tabs = QTabWidget()
         self.gpu_tabs.hide()
+        self._frame: tuple[HistoryFrame, FloatArray] | None = None
+        self.gpu_tabs.currentChanged.connect(self._on_tab_changed)
         self.gpu_strip.gpu_clicked.connect(self.show_gpu)
         self.host_panel = HostPanel(self._theme)
         self.event_log = EventLog(self._theme)
@@ -238,9 +240,18 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def on_history(self, frame: HistoryFrame) -> None:
-        x = seconds_ago(frame)
+        """Only the graphs in view get the new data (a hidden tab's four plots would cost
+        as much); a tab gets the latest when it is brought to the front."""
+        self._frame = (frame, seconds_ago(frame))
         for panel in self._panels():
-            panel.update_history(frame, x)
+            if panel is self.host_panel or panel is self.gpu_tabs.currentWidget():
+                panel.update_history(*self._frame)
+
+    @Slot(int)
+    def _on_tab_changed(self, _index: int) -> None:
+        panel = self.gpu_tabs.currentWidget()
+        if isinstance(panel, GpuPanel) and self._frame is not None:
+            panel.update_history(*self._frame)
 
     @Slot(object)
     def on_event(self, event: Event) -> None:

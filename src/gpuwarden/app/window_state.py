@@ -38,8 +38,10 @@ def restore_state(window: MainWindow, settings: QSettings) -> None:
     if isinstance(beside, QByteArray):
         window.models_splitter.restoreState(beside)
     header = settings.value(MODEL_COLUMNS)
-    if isinstance(header, QByteArray):
-        window.model_panel.table.horizontalHeader().restoreState(header)
+    if isinstance(header, QByteArray) and \
+            window.model_panel.table.horizontalHeader().restoreState(header):
+        window.model_panel.fit_columns = False
+        window.model_panel.set_column_modes()  # not an older version's saved modes
     try:
         seconds = float(settings.value(TIME_RANGE, window.window_seconds))  # type: ignore[arg-type]
     except (TypeError, ValueError):

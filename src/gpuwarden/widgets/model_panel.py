@@ -76,8 +76,7 @@ class ModelPanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(
             self.table.fontMetrics().height() + 8)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Stretch)  # as file lists do
+        self.set_column_modes()
         header.setMinimumSectionSize(48)
         header.setHighlightSections(False)
         header.setSectionsMovable(True)  # the order is kept between runs (window_state)
@@ -89,6 +88,7 @@ class ModelPanel(QWidget):
         self.move_action = self._action("Move to CPU", "Ctrl+M", self.move_to_cpu)
         self.restart_action = self._action("Restart", "Ctrl+R", self.restart)
         self.pin_action = self._action("Pin", "Ctrl+P", self.toggle_pin)
+        self.fit_columns = True  # False once the user's own widths are restored
         self.more_actions: list[QAction] = []  # the window's own (edit, remove) for the menu
         self.policy_menu = self._policy_menu()
         self.priority_menu = self._priority_menu()
@@ -123,7 +123,6 @@ class ModelPanel(QWidget):
         layout.addWidget(self.table, 1)
 
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
-        self.model.dataChanged.connect(self._sync_actions)
         self.model.rowsInserted.connect(self._sync_actions)
         self.model.rowsRemoved.connect(self._sync_actions)
         self._sync_actions()
@@ -161,11 +160,23 @@ class ModelPanel(QWidget):
         back.triggered.connect(self._priority_from_config)
         return menu
 
+    def set_column_modes(self) -> None:
+        """Widths fitted to the contents when models come or go, not on every change (Qt's
+        ResizeToContents measures every cell at each update); the user may resize them.
+        Called again after a saved header state is restored: it holds the modes too."""
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+
     # -- rows -----------------------------------------------------------------------------
 
     def set_rows(self, rows: Sequence[ModelRow]) -> None:
         first = self.model.rowCount() == 0
+        names = [r.name for r in self.model.rows()]
         self.model.update(rows)
+        if self.fit_columns and names != [r.name for r in self.model.rows()]:
+            self.table.resizeColumnsToContents()
+        self._sync_actions()  # once per update, not per changed cell
         if first and self.proxy.rowCount() > 0:  # the first rows: select the top one
             self.table.selectRow(0)
 

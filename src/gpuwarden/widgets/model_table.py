@@ -193,14 +193,15 @@ class ModelTableModel(QAbstractTableModel):
                 self.beginRemoveRows(QModelIndex(), i, i)
                 del self._rows[i]
                 self.endRemoveRows()
-        changed = []
         for i, old in enumerate(self._rows):
             row = new.pop(old.name)
-            if row != old:
-                self._rows[i] = row
-                changed.append(i)
-        for first, last in _runs(changed):
-            self.dataChanged.emit(self.index(first, 0), self.index(last, len(HEADERS) - 1))
+            if row == old:
+                continue
+            self._rows[i] = row
+            # Only the cells whose text (or the state's colour) changed: the view repaints
+            # them and the sort proxy re-sorts only when the sorted column did.
+            for first, last in _runs(_changed_columns(old, row)):
+                self.dataChanged.emit(self.index(i, first), self.index(i, last))
         if new:
             start = len(self._rows)
             self.beginInsertRows(QModelIndex(), start, start + len(new) - 1)
@@ -247,6 +248,14 @@ class ModelTableModel(QAbstractTableModel):
         if orientation == Qt.Orientation.Vertical and 0 <= section < len(self._rows):
             return str(section + 1)
         return None
+
+
+def _changed_columns(old: ModelRow, new: ModelRow) -> list[int]:
+    """The cells a person would see change (the state's tooltip says why it is in that
+    state; other tooltips follow their text)."""
+    return [c for c in range(len(HEADERS))
+            if _display(old, c) != _display(new, c)
+            or (c == STATE and (old.state, state_tooltip(old)) != (new.state, state_tooltip(new)))]
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
