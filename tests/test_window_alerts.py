@@ -44,6 +44,9 @@ def test_pressure_on_one_gpu_turns_its_tab_strip_row_and_the_banner(
     qtbot.waitUntil(lambda: window.gpu_tabs.count() == 2, timeout=10_000)
     bar = window.gpu_tabs.tabBar()
     calm = bar.tabTextColor(0)
+    qtbot.waitUntil(lambda: window.gpu_panels[1].vram.limit_value("pressure") is not None,
+                    timeout=10_000)  # the threshold drawn: 90 % of 8 GiB
+    assert window.gpu_panels[1].vram.limit_value("pressure") == pytest.approx(8 * 0.9)
     assert window.alert_banner.isHidden()
 
     qtbot.waitUntil(lambda: window.alert_banner.isVisible(), timeout=10_000)

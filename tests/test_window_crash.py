@@ -44,6 +44,12 @@ def test_a_crash_that_gives_up_shows_everywhere_and_load_brings_it_back(
     qtbot.waitUntil(lambda: any("chat" in a.title for a in window.alerts.board.active()),
                     timeout=5000)
     assert window.alert_banner.isVisible()
+    qtbot.waitUntil(lambda: any("chat" in t and "exit code 1" in t
+                                for t in window.gpu_panels[0].vram.marks.placed.text),
+                    timeout=5000)  # a mark on GPU 0's graphs where it crashed
+    placed = window.gpu_panels[0].vram.marks.placed
+    assert {"chat" in t for t in placed.text} == {True}  # loaded, ready, crashed ...
+    assert max(placed.severity) == 2  # ... the crash in the error colour
     assert panel.load_action.isEnabled()
     panel.buttons["load"].click()
     qtbot.waitUntil(lambda: bridge.rows[0].state == "ready", timeout=10_000)

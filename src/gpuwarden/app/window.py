@@ -31,12 +31,14 @@ from gpuwarden.app.menus import MenuBar, open_file
 from gpuwarden.app.window_state import restore_state, save_state
 from gpuwarden.engine.details import ModelDetails
 from gpuwarden.engine.events import Event
+from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot
 from gpuwarden.engine.views import ModelRow
 from gpuwarden.widgets.alert_banner import AlertBanner
 from gpuwarden.widgets.event_log import EventLog
 from gpuwarden.widgets.gpu_panel import GpuPanel, seconds_ago
 from gpuwarden.widgets.gpu_strip import GpuStrip
+from gpuwarden.widgets.graph_events import GraphMark, graph_mark
 from gpuwarden.widgets.host_panel import HostPanel
 from gpuwarden.widgets.model_details import ModelDetailsPanel
 from gpuwarden.widgets.model_panel import ModelPanel
@@ -106,6 +108,7 @@ class MainWindow(QMainWindow):
         self.alerts = AlertsView(theme, self.alert_banner, self.gpu_strip, self.gpu_tabs)
         self.alerts.on_config(bridge.config)
         bridge.config_changed.connect(self.alerts.on_config)
+        bridge.config_changed.connect(self._on_config)
         self._details_query: int | None = None
         bridge.answered.connect(self._on_answer)
         self.model_panel.table.selectionModel().selectionChanged.connect(
@@ -132,6 +135,7 @@ class MainWindow(QMainWindow):
         self.gpu_tabs = QTabWidget()
         self.gpu_tabs.hide()
         self._frame: tuple[HistoryFrame, FloatArray] | None = None
+        self._early_marks: dict[int, list[GraphMark]] = {}
         self.gpu_tabs.currentChanged.connect(self._on_tab_changed)
         self.gpu_strip.gpu_clicked.connect(self.show_gpu)
         self.host_panel = HostPanel(self._theme)
@@ -234,6 +238,9 @@ class MainWindow(QMainWindow):
             if g.index not in self.gpu_panels:
                 panel = GpuPanel(g.index, self._theme)
                 panel.set_window(self._window_s)
+                panel.set_pressure_threshold(self._bridge.config.pressure.vram.enter)
+                for mark in self._early_marks.pop(g.index, []):
+                    panel.add_marker(mark.ts, mark.text, mark.level)
                 self.gpu_panels[g.index] = panel
                 self.gpu_tabs.addTab(panel, _tab_title(g.index, g.name, g.available))
         self.gpu_tabs.setVisible(bool(self.gpu_panels))
@@ -257,6 +264,25 @@ class MainWindow(QMainWindow):
     def on_event(self, event: Event) -> None:
         self.event_log.add_event(event)
         self.alerts.on_event(event)
+        self._mark(event)
+
+    def _mark(self, event: Event) -> None:
+        """What the engine did, on the graphs of the GPU (or the host) it concerns; a mark
+        for a GPU whose tab is not there yet waits for it."""
+        mark = graph_mark(event, self._bridge.rows)
+        if mark is None:
+            return
+        if mark.gpu is None:
+            self.host_panel.add_marker(mark.ts, mark.text, mark.level)
+        elif (panel := self.gpu_panels.get(mark.gpu)) is not None:
+            panel.add_marker(mark.ts, mark.text, mark.level)
+        else:
+            self._early_marks.setdefault(mark.gpu, []).append(mark)
+
+    @Slot(object)
+    def _on_config(self, config: Config) -> None:
+        for panel in self.gpu_panels.values():
+            panel.set_pressure_threshold(config.pressure.vram.enter)
 
     @Slot(object)
     def on_models(self, rows: tuple[ModelRow, ...]) -> None:
