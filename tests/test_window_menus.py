@@ -146,3 +146,17 @@ def test_a_saved_header_from_an_older_version_does_not_bring_back_its_resize_mod
     assert modes == {QHeaderView.ResizeMode.Interactive}  # measuring every cell each tick
     again.close()
     bridge.stop()
+
+
+def test_settings_leave_running_takes_effect_for_this_run(qtbot, window_with):
+    from gpuwarden.widgets.settings_dialog import SettingsDialog
+
+    bridge, window = window_with(Config(models=(model("chat"),)))
+    window.menus.settings.trigger()
+    dialog = window.config_actions.dialog
+    assert isinstance(dialog, SettingsDialog)
+    assert not bridge._worker.leave_running
+    dialog.leave_running.setChecked(True)
+    dialog.save()
+    assert bridge._worker.leave_running  # quitting now leaves the servers running
+    assert window.prefs.value("app/leave_running") in (True, "true")

@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=_interval_arg, default=None, metavar="SECONDS",
         help=f"sample interval, {MIN_INTERVAL_S} to {MAX_INTERVAL_S} s (default: the "
              "config's sample_interval_s, 1 s)")
-    parser.add_argument("--history", type=_history_seconds, default=3600.0, metavar="SECONDS",
-                        help="how much history to keep (default 3600 s)")
+    parser.add_argument("--history", type=_history_seconds, default=None, metavar="SECONDS",
+                        help="how much history to keep (default 3600 s; the window's "
+                             "Settings can change the default)")
     parser.add_argument("--theme", choices=("auto", "dark", "light"), default="auto")
     _add_config_option(parser, top=True)
     _add_quit_option(parser, top=True)
@@ -152,7 +153,7 @@ def _options(args: argparse.Namespace) -> TelemetryOptions:
     return TelemetryOptions(
         simulate=args.simulate,
         interval_s=getattr(args, "interval", None) or 1.0,
-        history_s=getattr(args, "history", 3600.0),
+        history_s=getattr(args, "history", None) or 3600.0,
         disk_paths=tuple(args.models_dir),
         per_core=args.per_core,
     )

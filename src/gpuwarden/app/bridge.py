@@ -64,7 +64,7 @@ class _EngineWorker(QObject):
     def __init__(self, engine: Engine, window_s: float, leave_running: bool = False) -> None:
         super().__init__()
         self._engine = engine
-        self._leave_running = leave_running
+        self.leave_running = leave_running  # read when the engine shuts down
         self._window_s = window_s
         self._timer: QTimer | None = None
         self._last_seq = -1
@@ -137,7 +137,7 @@ class _EngineWorker(QObject):
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
-        self._engine.close(leave_running=self._leave_running)
+        self._engine.close(leave_running=self.leave_running)
 
 
 class EngineBridge(QObject):
@@ -163,6 +163,7 @@ class EngineBridge(QObject):
         self._thread.setObjectName("gpuwarden-engine")
         _threads.add(self._thread)
         self._worker = _EngineWorker(engine, window_s, leave_running)
+        self._forced_leave_running = leave_running  # --leave-running: always
         self._worker.moveToThread(self._thread)
         self._thread.started.connect(self._worker.start)
         self._worker.snapshot.connect(self._on_snapshot)
@@ -194,6 +195,12 @@ class EngineBridge(QObject):
         self._thread.quit()
         if not self._thread.wait(timeout_ms):
             log.error("the engine thread did not stop within %d ms", timeout_ms)
+
+    def set_leave_running(self, on: bool) -> None:
+        """Whether quitting leaves the model servers running (for the next gpuwarden to
+        adopt); ``--leave-running`` keeps it on. The engine thread reads it only in the
+        shutdown that :meth:`stop` waits for."""
+        self._worker.leave_running = self._forced_leave_running or on
 
     def request(self, command: str, *args: Any) -> int:
         """Send a command to the engine; its result comes back as command_finished with

@@ -1,20 +1,22 @@
-"""The window's edits of the config file: add a model, edit or remove the selected one.
-Each is written to the file (comments and layout kept); the running engine picks the
-change up through its live reload, so nothing here talks to the engine."""
+"""The window's edits of the config file: add a model, edit or remove the selected one,
+and the Settings dialog. Each is written to the file (comments and layout kept); the
+running engine picks the change up through its live reload."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QSettings
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.engine.config_edit import ConfigEditError, remove_model
 from gpuwarden.engine.lifecycle.config import ModelConfig, load_config
 from gpuwarden.estimate_cmd import fit_tool
+from gpuwarden.widgets.app_prefs import LEAVE_RUNNING, leave_running
 from gpuwarden.widgets.model_editor import ModelEditor
+from gpuwarden.widgets.settings_dialog import SettingsDialog
 from gpuwarden.widgets.theme import Theme
 
 Answer = Callable[[str, bool], None]  # (text, warning)
@@ -29,7 +31,7 @@ class ConfigActions(QObject):
         self._theme = theme
         self._parent = parent
         self._answer = answer
-        self.dialog: ModelEditor | None = None  # the one shown
+        self.dialog: ModelEditor | SettingsDialog | None = None  # the one shown
 
     @property
     def path(self) -> Path | None:
@@ -47,6 +49,24 @@ class ConfigActions(QObject):
         if found is not None and self.path is not None:
             self._show(ModelEditor.edit(self._theme, self.path, lambda: self._bridge.latest,
                                         found, self._parent, fit_tool))
+
+    def settings(self, prefs: QSettings) -> None:
+        """The Settings dialog: thresholds and limits written to the config file (the
+        engine reloads them), the app's own preferences to ``prefs``."""
+        dialog = SettingsDialog(self._theme, self._bridge.config, self.path, prefs,
+                                self._parent)
+        dialog.saved.connect(lambda names: self._settings_saved(names, prefs))
+        self._show(dialog)
+
+    def _settings_saved(self, names: list[str], prefs: QSettings) -> None:
+        if LEAVE_RUNNING in names:
+            self._bridge.set_leave_running(leave_running(prefs))
+        in_file = [n for n in names if not n.startswith("app/")]
+        if in_file:
+            self._answer(f"Saved {len(in_file)} setting(s) to {self.path}; the engine reads "
+                         "them in a moment", False)
+        elif names:
+            self._answer("Saved", False)
 
     def remove_model(self, name: str) -> None:
         if self._entry(name, "remove") is None or self.path is None:
@@ -76,16 +96,17 @@ class ConfigActions(QObject):
             self._answer(f"Cannot {what} {name}: it is not in {self.path} (any more)", True)
         return found
 
-    def _show(self, dialog: ModelEditor) -> None:
+    def _show(self, dialog: ModelEditor | SettingsDialog) -> None:
         if self.dialog is not None:
             self.dialog.reject()
         self.dialog = dialog
-        dialog.saved.connect(lambda name: self._answer(
-            f"Saved {name} to {self.path}; the engine reads it in a moment", False))
+        if isinstance(dialog, ModelEditor):
+            dialog.saved.connect(lambda name: self._answer(
+                f"Saved {name} to {self.path}; the engine reads it in a moment", False))
         dialog.finished.connect(lambda _: self._forget(dialog))
         dialog.open()
 
-    def _forget(self, dialog: ModelEditor) -> None:
+    def _forget(self, dialog: ModelEditor | SettingsDialog) -> None:
         if self.dialog is dialog:
             self.dialog = None
         dialog.deleteLater()

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
@@ -17,8 +18,10 @@ from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.runtime import TelemetryOptions, take_snapshot
 from gpuwarden.startup import run_engine
+from gpuwarden.widgets.app_prefs import history_seconds, leave_running
 from gpuwarden.widgets.theme import apply_palette, pick_theme
 
+ORG = APP = "gpuwarden"  # where QSettings keeps the window's state and the app's preferences
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
@@ -47,6 +50,8 @@ def no_display_fallback(options: TelemetryOptions) -> int:
 def run_gui(args: argparse.Namespace, options: TelemetryOptions) -> int:
     if not has_display():
         return no_display_fallback(options)
+    if args.history is None:  # the Settings dialog's default, else an hour
+        options = replace(options, history_s=history_seconds(QSettings(ORG, APP)))
     return run_engine(args.config, args.interval, options, lambda engine: _run_window(
         engine, args))
 
@@ -54,14 +59,16 @@ def run_gui(args: argparse.Namespace, options: TelemetryOptions) -> int:
 def _run_window(engine: Engine, args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
-    app.setApplicationName("gpuwarden")
-    app.setOrganizationName("gpuwarden")
+    app.setApplicationName(APP)
+    app.setOrganizationName(ORG)
     app.setDesktopFileName("gpuwarden")
     app.setWindowIcon(QIcon(str(RESOURCES / "gpuwarden.svg")))
     theme = pick_theme(args.theme)
     apply_palette(app, theme)
     bridge = EngineBridge(engine, leave_running=args.leave_running)
-    window = MainWindow(bridge, theme, QSettings())
+    prefs = QSettings(ORG, APP)
+    bridge.set_leave_running(leave_running(prefs))
+    window = MainWindow(bridge, theme, prefs)
     window.show()
     bridge.start()
     # Let Ctrl+C in the terminal close the app: Python handles signals only when it runs.

@@ -1,4 +1,5 @@
-"""The window's menu bar: File (add a model, open and reload the config, close, quit),
+"""The window's menu bar: File (add a model, open and reload the config, settings, build
+llama-server, close, quit),
 Models (the table's actions, Free VRAM…, emergency stop), View (time range) and Help
 (about, with the versions a bug report needs)."""
 
@@ -44,7 +45,8 @@ class MenuBar:
 
     def __init__(self, window: QMainWindow, panel: ModelPanel, *,
                  add_model: Callable[[], object], edit_model: Callable[[], object],
-                 remove_model: Callable[[], object], open_config: Callable[[], object],
+                 remove_model: Callable[[], object], settings: Callable[[], object],
+                 build_llama_server: Callable[[], object], open_config: Callable[[], object],
                  reload_config: Callable[[], object], free_vram: Callable[[], object],
                  emergency_stop: Callable[[], object],
                  set_window: Callable[[float], object]) -> None:
@@ -55,6 +57,9 @@ class MenuBar:
         self.file.addSeparator()
         self.open_config = add_action(self.file, "Open config file", open_config)
         self.reload_config = add_action(self.file, "Reload config", reload_config, "F5")
+        self.settings = add_action(self.file, "Settings…", settings, "Ctrl+,")
+        self.build_llama_server = add_action(self.file, "Build llama-server…",
+                                             build_llama_server)
         self.file.addSeparator()
         self.close = add_action(self.file, "Close window", window.close,
                                 "Ctrl+W")

@@ -3,8 +3,10 @@ and the no-GPU banner. Command answers show in the status bar."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent
@@ -27,6 +29,7 @@ from gpuwarden.app.alerts_view import AlertsView
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.commands import Commands
 from gpuwarden.app.config_actions import ConfigActions
+from gpuwarden.app.llama_setup import LlamaSetup
 from gpuwarden.app.menus import MenuBar, open_file
 from gpuwarden.app.window_state import restore_state, save_state
 from gpuwarden.engine.details import ModelDetails
@@ -86,7 +89,11 @@ class MainWindow(QMainWindow):
             text, warning=warn))
         self.config_actions = ConfigActions(bridge, theme, self, lambda text, warn:
                                             self.show_answer(text, warning=warn))
+        self._settings = settings
+        self.llama_setup = LlamaSetup(bridge, theme, self, self.commands.send)
         self.menus = MenuBar(self, self.model_panel,
+                             settings=lambda: self.config_actions.settings(self.prefs),
+                             build_llama_server=self.llama_setup.build,
                              add_model=self.config_actions.add_model,
                              edit_model=lambda: self._on_selected(self.config_actions.edit_model),
                              remove_model=lambda: self._on_selected(
@@ -97,7 +104,6 @@ class MainWindow(QMainWindow):
                              set_window=self.set_window_seconds)
         self.menus.check_range(self._window_s)
         self.model_panel.more_actions = [self.menus.edit_model, self.menus.remove_model]
-        self._settings = settings
         if settings is not None:
             restore_state(self, settings)
         bridge.snapshot_ready.connect(self.on_snapshot)
@@ -265,6 +271,7 @@ class MainWindow(QMainWindow):
         self.event_log.add_event(event)
         self.alerts.on_event(event)
         self._mark(event)
+        self.llama_setup.on_event(event)
 
     def _mark(self, event: Event) -> None:
         """What the engine did, on the graphs of the GPU (or the host) it concerns; a mark
@@ -347,6 +354,15 @@ class MainWindow(QMainWindow):
                              "gpuwarden reads it at once", warning=True)
         elif not open_file(path):
             self.show_answer(f"No application opens {path}", warning=True)
+
+    @property
+    def prefs(self) -> QSettings:
+        """Where the app's preferences live: the window's settings; a window made
+        without any (tests) gets a throwaway file the first time they are needed."""
+        if self._settings is None:
+            folder = Path(tempfile.mkdtemp(prefix="gpuwarden-prefs-"))
+            self._settings = QSettings(str(folder / "prefs.ini"), QSettings.Format.IniFormat)
+        return self._settings
 
     def _on_selected(self, action: Callable[[str], object]) -> None:
         row = self.model_panel.selected()
