@@ -108,6 +108,7 @@ def apply_palette(app: QApplication, theme: Theme) -> None:
     for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text,
                  QPalette.ColorRole.ButtonText):
         palette.setColor(QPalette.ColorGroup.Disabled, role, dimmed)
+    palette.setColor(QPalette.ColorRole.PlaceholderText, dimmed)  # "Search events"
     app.setPalette(palette)
 
 
