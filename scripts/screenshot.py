@@ -1,4 +1,4 @@
-"""Make the README's screenshot from the real window, with two simulated GPUs.
+"""Make the README's screenshots from the real window, with two simulated GPUs.
 
 The simulated GPUs are first run through ten minutes of a scripted workload on a fake
 clock (in well under a second), so the picture shows real history rather than a blank
@@ -6,7 +6,11 @@ graph; then the real bridge and engine thread drive the window for a few live ti
 The models table shows five models in different states: ready on a GPU (pinned), moved
 to the CPU by pressure, loading, restarting after a crash, and unloaded.
 
-    QT_QPA_PLATFORM=offscreen python scripts/screenshot.py docs/screenshot.png
+Besides the window in the dark theme (docs/screenshot.png) it writes, into
+docs/screenshots/: the window in the light theme, the question before a load that will not
+fit, Free VRAM…, the add-model dialog pricing a generated GGUF, and Settings.
+
+    QT_QPA_PLATFORM=offscreen python scripts/screenshot.py [docs]
 """
 
 from __future__ import annotations
@@ -14,26 +18,33 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication, QWidget
 
+from gguf_factory import write_tiny_llama
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.clock import FakeClock
 from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import Config, ModelConfig, RestartConfig
+from gpuwarden.engine.lifecycle.policy import LoadPreview
 from gpuwarden.engine.telemetry.host import PsutilHostProbe
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.scenario import parse_scenario
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
 from gpuwarden.engine.telemetry.snapshot import HostSample
-from gpuwarden.widgets.theme import DARK, apply_palette
+from gpuwarden.widgets.free_vram import FreeVramDialog
+from gpuwarden.widgets.load_choice import LoadChoiceDialog
+from gpuwarden.widgets.model_editor import ModelEditor
+from gpuwarden.widgets.settings_dialog import SettingsDialog
+from gpuwarden.widgets.theme import DARK, LIGHT, Theme, apply_palette
 from helpers import drive
 
 WARMUP_S = 600
@@ -124,6 +135,8 @@ MODELS = Config(models=(
                 vram_mib=700, load_time_s=30),
     ModelConfig(name="draft-1b", backend="simulated", placement="cpu", ram_mib=1400,
                 priority=-1),
+    ModelConfig(name="qwen-32b", backend="simulated", vram_mib=19500, ram_mib=21000,
+                layers=64, load_time_s=20),
 ), restart=RestartConfig(backoff_base_s=40.0))
 
 
@@ -147,12 +160,21 @@ def warmed_engine(clock: FakeClock) -> Engine:
     return engine
 
 
-def main(out: Path) -> int:
-    app = QApplication(sys.argv[:1])
-    apply_palette(app, DARK)
+def main(docs: Path) -> int:
+    shots = docs / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    window_shot(docs / "screenshot.png", DARK)
+    window_shot(shots / "window-light.png", LIGHT)
+    dialog_shots(shots)
+    return 0
+
+
+def window_shot(out: Path, theme: Theme) -> None:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    apply_palette(app, theme)
     clock = FakeClock(start=time.time() - WARMUP_S)
     bridge = EngineBridge(warmed_engine(clock), window_s=600.0)
-    window = MainWindow(bridge, DARK)
+    window = MainWindow(bridge, theme)
     window.resize(1400, 900)
     window.set_window_seconds(600.0)
     window.show()
@@ -174,13 +196,49 @@ def main(out: Path) -> int:
     def finish() -> None:
         window.grab().save(str(out))
         bridge.stop()
+        window.close()
         app.quit()
 
     QTimer.singleShot(2500, finish)
     app.exec()
     print(f"wrote {out} after {ticks['n']} live ticks")
-    return 0
+
+
+def dialog_shots(shots: Path) -> None:
+    """The dialogs, each from the real engine's answers (or a real GGUF file)."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    apply_palette(app, DARK)
+    engine = warmed_engine(FakeClock(start=time.time() - WARMUP_S))
+    preview = engine.load_preview("qwen-32b")
+    assert isinstance(preview, LoadPreview) and not preview.fits, preview
+    snap = engine.snapshot()
+    assert snap is not None
+    save(LoadChoiceDialog(preview), shots / "load-choice.png")
+    save(FreeVramDialog(snap.gpus, engine.models(), 0), shots / "free-vram.png")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.toml"
+        config.write_text("# my models\n")
+        gguf = write_tiny_llama(Path(tmp) / "tiny-chat-q8_0.gguf")
+        editor = ModelEditor(DARK, config, lambda: snap)
+        editor.choose_file(gguf)
+        deadline = time.monotonic() + 20
+        while editor.outcome is None and time.monotonic() < deadline:
+            app.processEvents()
+            time.sleep(0.01)
+        save(editor, shots / "add-model.png")
+        cfg = engine.config
+        prefs = QSettings(str(Path(tmp) / "prefs.ini"), QSettings.Format.IniFormat)
+        save(SettingsDialog(DARK, cfg, config, prefs), shots / "settings.png")
+    engine.close()
+
+
+def save(dialog: QWidget, out: Path) -> None:
+    dialog.show()
+    QApplication.processEvents()
+    dialog.grab().save(str(out))
+    dialog.close()
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshot.png")))
+    raise SystemExit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs")))

@@ -228,9 +228,10 @@ def test_the_pressure_threshold_is_a_labelled_line_at_that_share_of_the_total(pa
     assert panel.vram.limit_value("pressure") is None
 
 
-def label_problems(plot: LivePlot, key: str, value: float) -> list[str]:
-    """Where a limit line's label is not at the left end, just above its line, inside the
-    plot."""
+def label_problems(plot: LivePlot, key: str, value: float, *, below: bool = False
+                   ) -> list[str]:
+    """Where a limit line's label is not at the left end, just above (``below``: just
+    under) its line, inside the plot."""
     view = plot.getPlotItem().getViewBox()
     text = plot._limits[key].label
     margin = text.textItem.document().documentMargin()  # blank around the letters
@@ -239,14 +240,19 @@ def label_problems(plot: LivePlot, key: str, value: float) -> list[str]:
     box = view.sceneBoundingRect()
     problems = {
         "not at the left end": label.left() > box.left() + 0.2 * box.width(),
-        "not above its line": label.bottom() > line_y or label.bottom() < line_y - 12,
-        "cut off at the top": label.top() < box.top(),
+        "not above its line": not below and (label.bottom() > line_y
+                                             or label.bottom() < line_y - 12),
+        "not under its line": below and (label.top() < line_y or label.top() > line_y + 12),
+        "cut off": label.top() < box.top() or label.bottom() > box.bottom(),
     }
     return [f"{key}: {problem}" for problem, bad in problems.items() if bad]
 
 
-@pytest.mark.parametrize("height", [600, 300], ids=["tall", "short"])
-def test_limit_labels_sit_left_above_their_line_inside_the_plot(qtbot, panel, height):
+@pytest.mark.parametrize(("height", "below"), [(600, False), (300, True)],
+                         ids=["tall", "short"])
+def test_limit_labels_sit_left_by_their_line_inside_the_plot(qtbot, panel, height, below):
+    """Above the line; in a plot too short for that (without stretching the scale by more
+    than a third), just under it."""
     panel.set_pressure_threshold(90.0)
     panel.resize(1000, height)
     show(panel, frame(60))
@@ -254,11 +260,15 @@ def test_limit_labels_sit_left_above_their_line_inside_the_plot(qtbot, panel, he
              (panel.temperature, "slowdown", 87.0), (panel.power, "limit", 300.0))
 
     def problems() -> list[str]:
-        return [p for plot, key, value in lines for p in label_problems(plot, key, value)]
+        return [p for plot, key, value in lines
+                for p in label_problems(plot, key, value, below=below)]
 
     def settled() -> None:  # retried until it passes; the last failure is reported
         assert panel.vram.height() < height / 2
         assert problems() == []
+        for plot in panel.plots():  # a sane scale, however short the plot
+            top = plot.getPlotItem().getViewBox().viewRange()[1][1]
+            assert top <= (plot._top or 0.0) * 4 / 3 + 1e-6, plot
         total, pressure = (panel.vram._limits[k].label.sceneBoundingRect()
                            for k in ("total", "pressure"))
         assert not total.intersects(pressure), "the two VRAM labels overlap"

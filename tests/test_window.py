@@ -44,7 +44,7 @@ def test_two_simulated_gpus_get_a_tab_each_with_live_graphs(qtbot, open_window, 
     qtbot.waitUntil(
         lambda: len(window.gpu_panels) == 2 and curve_points(window, 0) >= 3, timeout=10_000
     )
-    assert window.gpu_tabs.count() == 2
+    assert window.gpu_tabs.count() == 3  # two GPUs, then the host
     assert curve_points(window, 1) == 0  # a hidden tab's graphs wait until it is shown ...
     window.gpu_tabs.setCurrentIndex(1)
     assert curve_points(window, 1) >= 3  # ... and have it all at once
@@ -81,12 +81,15 @@ def test_without_a_gpu_the_banner_says_so_and_offers_the_simulated_gpu(qtbot, op
     )
     qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=10_000)
     assert "--simulate" in window.banner.text.text()
-    assert window.gpu_tabs.isHidden()
+    assert window.gpu_tabs.count() == 1 and window.gpu_tabs.currentWidget() is \
+        window.host_panel  # only the host's graphs
     qtbot.waitUntil(lambda: len(window.host_panel.cpu.curve_data("cpu")[0]) >= 1, timeout=5000)
     window.banner.simulate_button.click()
     qtbot.waitUntil(
         lambda: len(window.gpu_panels) == 1 and window.banner.isHidden(), timeout=10_000
     )
+    assert window.gpu_tabs.currentWidget() is window.gpu_panels[0]  # the GPU comes first
+    assert [window.gpu_tabs.tabText(i) for i in range(2)][1] == "Host"
 
 
 def test_picking_a_window_changes_the_visible_time_range(qtbot, open_window):
@@ -95,6 +98,7 @@ def test_picking_a_window_changes_the_visible_time_range(qtbot, open_window):
     window.set_window_seconds(600.0)
     (xmin, xmax), _ = window.gpu_panels[0].vram.getPlotItem().viewRange()
     assert xmin == pytest.approx(-600.0) and xmax == pytest.approx(0.0)
+    window.gpu_tabs.setCurrentWidget(window.host_panel)
     assert window.host_panel.cpu.getPlotItem().viewRange()[0][0] == pytest.approx(-600.0)
 
 

@@ -41,7 +41,7 @@ def test_pressure_on_one_gpu_turns_its_tab_strip_row_and_the_banner(
     scenario.write_text(SCENARIO)
     opts = TelemetryOptions(simulate=SimulateSpec(scenario=scenario), interval_s=0.25)
     _, window = open_window(service(lambda: build_sampler(opts)))
-    qtbot.waitUntil(lambda: window.gpu_tabs.count() == 2, timeout=10_000)
+    qtbot.waitUntil(lambda: len(window.gpu_panels) == 2, timeout=10_000)
     bar = window.gpu_tabs.tabBar()
     calm = bar.tabTextColor(0)
     qtbot.waitUntil(lambda: window.gpu_panels[1].vram.limit_value("pressure") is not None,

@@ -109,3 +109,18 @@ def test_the_selected_model_shows_its_details_and_history(qtbot, window_with):
     assert details.history.topLevelItemCount() >= 2  # loading, then ready
     panel.table.clearSelection()
     qtbot.waitUntil(lambda: details.shown is None, timeout=10_000)
+
+
+def test_free_vram_is_off_when_every_model_on_the_gpu_stays(qtbot):
+    from gpuwarden.widgets.free_vram import FreeVramDialog
+    from helpers import gpu
+    from test_model_table import ready
+
+    rows = (ready("pinned", eviction="never"), ready("busy", serving=True),
+            ready("other", gpu=1))
+    dialog = FreeVramDialog((gpu(0), gpu(1)), rows, 0)
+    qtbot.addWidget(dialog)
+    assert not dialog.free_button.isEnabled()
+    assert "pinned" in dialog.holdings.text() and "serving a request" in dialog.holdings.text()
+    dialog.gpu_choice.setCurrentIndex(1)
+    assert dialog.free_button.isEnabled() and "other" in dialog.holdings.text()

@@ -138,13 +138,14 @@ class MainWindow(QMainWindow):
         self.banner.hide()
         self.alert_banner = AlertBanner(self._theme)
         self.gpu_strip = GpuStrip(self._theme)
+        # One tab per GPU, then the host's: the strip above keeps every GPU in sight.
         self.gpu_tabs = QTabWidget()
-        self.gpu_tabs.hide()
         self._frame: tuple[HistoryFrame, FloatArray] | None = None
         self._early_marks: dict[int, list[GraphMark]] = {}
         self.gpu_tabs.currentChanged.connect(self._on_tab_changed)
         self.gpu_strip.gpu_clicked.connect(self.show_gpu)
         self.host_panel = HostPanel(self._theme)
+        self.gpu_tabs.addTab(self.host_panel, "Host")
         self.event_log = EventLog(self._theme)
         self.event_log.message.connect(lambda text: self.show_answer(text, warning=False))
         self.model_panel = ModelPanel(self._theme)
@@ -154,13 +155,11 @@ class MainWindow(QMainWindow):
         split.setChildrenCollapsible(False)
         split.addWidget(self.model_panel)
         split.addWidget(self.gpu_tabs)
-        split.addWidget(self.host_panel)
         split.addWidget(self.event_log)
         split.setStretchFactor(0, 0)  # the table keeps its height; the graphs take the rest
         split.setStretchFactor(1, 6)
         split.setStretchFactor(2, 2)
-        split.setStretchFactor(3, 2)
-        split.setSizes([self.model_panel.preferred_height(), 460, 180, 160])
+        split.setSizes([self.model_panel.preferred_height(), 520, 170])
         self.splitter = split
         # The selected model's details run the window's full height on the right.
         beside = QSplitter(Qt.Orientation.Horizontal)
@@ -248,22 +247,22 @@ class MainWindow(QMainWindow):
                 for mark in self._early_marks.pop(g.index, []):
                     panel.add_marker(mark.ts, mark.text, mark.level)
                 self.gpu_panels[g.index] = panel
-                self.gpu_tabs.addTab(panel, _tab_title(g.index, g.name, g.available))
-        self.gpu_tabs.setVisible(bool(self.gpu_panels))
+                at = self.gpu_tabs.indexOf(self.host_panel)  # GPUs before the host
+                self.gpu_tabs.insertTab(at, panel, _tab_title(g.index, g.name, g.available))
+                if len(self.gpu_panels) == 1:
+                    self.gpu_tabs.setCurrentIndex(0)
 
     @Slot(object)
     def on_history(self, frame: HistoryFrame) -> None:
         """Only the graphs in view get the new data (a hidden tab's four plots would cost
         as much); a tab gets the latest when it is brought to the front."""
         self._frame = (frame, seconds_ago(frame))
-        for panel in self._panels():
-            if panel is self.host_panel or panel is self.gpu_tabs.currentWidget():
-                panel.update_history(*self._frame)
+        self._on_tab_changed()
 
-    @Slot(int)
-    def _on_tab_changed(self, _index: int) -> None:
+    @Slot()
+    def _on_tab_changed(self) -> None:
         panel = self.gpu_tabs.currentWidget()
-        if isinstance(panel, GpuPanel) and self._frame is not None:
+        if isinstance(panel, GpuPanel | HostPanel) and self._frame is not None:
             panel.update_history(*self._frame)
 
     @Slot(object)

@@ -29,6 +29,11 @@ def on_gpu(rows: Sequence[ModelRow], gpu: int) -> list[ModelRow]:
     return [r for r in rows if r.gpu == gpu and r.gpu_layers is not None]
 
 
+def movable(rows: Sequence[ModelRow], gpu: int) -> list[ModelRow]:
+    """The models on ``gpu`` that Free VRAM may move (not pinned, not serving)."""
+    return [r for r in on_gpu(rows, gpu) if r.eviction != "never" and not r.serving]
+
+
 def holdings_text(rows: Sequence[ModelRow], gpu: int) -> str:
     """What each model on ``gpu`` holds and whether it may be moved."""
     held = on_gpu(rows, gpu)
@@ -96,7 +101,10 @@ class FreeVramDialog(QDialog):
     @Slot()
     def _show_holdings(self) -> None:
         self.holdings.setText(holdings_text(self._rows, self.gpu))
-        self.free_button.setEnabled(bool(on_gpu(self._rows, self.gpu)))
+        can = bool(movable(self._rows, self.gpu))
+        self.free_button.setEnabled(can)
+        self.free_button.setToolTip("" if can else "Every model on this GPU stays: pinned or "
+                                                   "serving a request (or there is none)")
 
     @Slot()
     def _choose(self) -> None:

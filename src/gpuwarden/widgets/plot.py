@@ -21,6 +21,7 @@ FloatArray = npt.NDArray[np.float64]
 
 DOWNSAMPLE_FACTOR = 0.5
 HEADROOM = 0.05  # at least this share above the top value or limit
+MAX_LABEL_FACTOR = 4 / 3  # the most a limit's label may stretch the y range
 DIMMED_OPACITY = 0.35
 
 WINDOWS_S: tuple[tuple[str, float], ...] = (("1 min", 60.0), ("10 min", 600.0), ("1 h", 3600.0))
@@ -195,13 +196,22 @@ class LivePlot(pg.PlotWidget):
 
     def _set_y_range(self) -> None:
         """0 .. the top value or limit, plus a little headroom; with a labelled limit line
-        shown, room above it for its label however short the plot is."""
+        shown, room above it for its label, up to a third more; a plot too short for that
+        keeps a sensible scale and puts the labels just under their lines."""
         if self._top is None:
             return
         factor = 1 + HEADROOM
+        below = False
         if any(line.isVisible() for line in self._limits.values()):
             height, room = float(self.getPlotItem().getViewBox().height()), self._label_room
-            factor = max(factor, height / (height - room) if height > 2 * room else 2.0)
+            needed = height / (height - room) if height > room else 2 * MAX_LABEL_FACTOR
+            below = needed > MAX_LABEL_FACTOR  # no room above: labels go under their line
+            factor = max(factor, min(needed, MAX_LABEL_FACTOR))
+        anchor = (0, 0) if below else (0, 1)
+        for line in self._limits.values():
+            if line.label.anchors[0] != anchor:
+                line.label.anchors = [anchor, anchor]
+                line.label.updatePosition()
         if self._shown_max != self._top * factor:
             self._shown_max = self._top * factor
             self.getPlotItem().setYRange(0.0, self._shown_max, padding=0)
