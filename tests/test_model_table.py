@@ -349,3 +349,26 @@ def test_the_row_follows_a_replacement_without_losing_the_selection(panel: Model
     panel.set_rows((ready("a"), replace(row("b"), state="loading", device="loading")))
     assert panel.selected().state == "loading"
 
+
+
+def test_a_load_under_way_shows_how_long_and_unload_cancels_it(panel: ModelPanel):
+    panel.set_rows((row("m", state="loading", device="loading", loading_for_s=12.4),))
+    assert panel.proxy.index(0, mt.STATE).data() == "loading 12 s"
+    assert panel.unload_action.isEnabled() and panel.unload_action.text() == "Cancel load"
+    panel.set_rows((ready("m"),))
+    assert panel.unload_action.text() == "Unload"
+
+
+def test_the_engine_says_how_long_a_load_has_taken():
+    from helpers import drive
+    from test_engine_facade import engine_for
+
+    engine, clock, _ = engine_for(model("slow", load_time_s=30.0))
+    engine.load("slow")
+    drive(engine, clock, 5.0)
+    slow = engine.model("slow")
+    assert slow is not None and slow.state == "loading"
+    assert slow.loading_for_s == pytest.approx(5.0, abs=1.0)
+    drive(engine, clock, 30.0)
+    assert engine.model("slow").loading_for_s is None  # ready: no longer loading
+    engine.close()

@@ -42,6 +42,7 @@ class ModelRow:
     returns_to_gpu_at: float | None  # moved to the CPU by pressure: next try to go back
     waiting_for: str | None  # a load held by a safety limit: why
     pids: tuple[int, ...] = ()
+    loading_for_s: float | None = None  # since its load started, while it loads
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,6 +78,8 @@ def model_row(s: ModelState, now: float, pids: tuple[int, ...] = ()) -> ModelRow
         returns_to_gpu_at=s.return_after if s.home is not None else None,
         waiting_for=s.waiting_for,
         pids=pids,
+        loading_for_s=max(0.0, now - s.loaded_at)
+        if s.device == "loading" and s.loaded_at is not None else None,
     )
 
 

@@ -296,6 +296,10 @@ class ModelPanel(QWidget):
         state = row.state if row is not None else None
         self.load_action.setEnabled(state in CAN_LOAD)
         self.unload_action.setEnabled(state in CAN_UNLOAD)
+        cancels = state in ("loading", "waiting")  # Unload then stops the load under way
+        self.unload_action.setText("Cancel load" if cancels else "Unload")
+        self.unload_action.setToolTip("Stop loading the selected model (Ctrl+U)" if cancels
+                                      else "Unload the selected model (Ctrl+U)")
         self.move_action.setEnabled(row is not None and can_move_to_cpu(row))
         self.restart_action.setEnabled(state in CAN_RESTART)
         self.pin_action.setEnabled(row is not None)

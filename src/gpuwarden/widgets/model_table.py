@@ -51,6 +51,8 @@ def state_text(row: ModelRow) -> str:
         return f"restart in {row.restart_in_s:.0f} s"
     if row.state == "ready" and row.serving:
         return "ready · serving"
+    if row.state == "loading" and row.loading_for_s is not None and row.loading_for_s >= 1:
+        return f"loading {row.loading_for_s:.0f} s"
     return row.state
 
 
