@@ -91,10 +91,12 @@ def redraw_cost(repeats: int, marks: int = 0) -> dict[str, float]:
             "max_ms": 1000 * max(times), "marks_drawn": float(shown)}
 
 
-def idle_cost(seconds: float, settle_s: float = 5.0) -> dict[str, float]:
-    """Run the real app (offscreen) with a simulated GPU and measure it from outside."""
+def idle_cost(seconds: float, settle_s: float = 5.0,
+              args: tuple[str, ...] = ("--simulate",)) -> dict[str, float]:
+    """Run the real app (offscreen) with ``args`` (a simulated GPU) at 1 Hz and measure
+    it from outside."""
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    cmd = [sys.executable, "-m", "gpuwarden", "--simulate", "--interval", "1",
+    cmd = [sys.executable, "-m", "gpuwarden", *args, "--interval", "1",
            "--quit-after", str(settle_s + seconds + 5)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

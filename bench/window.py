@@ -19,15 +19,15 @@ import argparse
 import itertools
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from telemetry import idle_cost
 
 MODELS, LOADED, GPUS = 50, 20, 4
 
@@ -41,25 +41,6 @@ def config_text(models: int = MODELS, loaded: int = LOADED, gpus: int = GPUS) ->
             f"gpu = {i % gpus}\nvram_mib = 1024\nload_time_s = 0.2\n"
             f"autostart = {'true' if i < loaded else 'false'}\n")
     return "\n".join(entries)
-
-
-def idle_cost(config: Path, seconds: float, settle_s: float = 10.0) -> dict[str, float]:
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    cmd = [sys.executable, "-m", "gpuwarden", "--simulate", str(GPUS), "--interval", "1",
-           "--config", str(config), "--quit-after", str(settle_s + seconds + 5)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        ps = psutil.Process(proc.pid)
-        time.sleep(settle_s)  # start-up and the autostart loads are not idle
-        c0, t0 = ps.cpu_times(), time.monotonic()
-        time.sleep(seconds)
-        c1, t1 = ps.cpu_times(), time.monotonic()
-        rss = ps.memory_info().rss
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    cpu = (c1.user + c1.system) - (c0.user + c0.system)
-    return {"seconds": t1 - t0, "cpu_pct": 100 * cpu / (t1 - t0), "rss_mib": rss / 2**20}
 
 
 def redraw_cost(config: Path, seconds: float) -> dict[str, float]:
@@ -123,9 +104,11 @@ def main() -> int:
               f"{r['ticks']:.0f} samples): median {r['median_ms']:.1f} ms, worst "
               f"{r['max_ms']:.1f} ms   [target < 10 ms]; a forced repaint of the whole "
               f"window: median {r['full_median_ms']:.1f} ms")
-        i = idle_cost(config, args.seconds)
-        print(f"the app idle at 1 Hz over {i['seconds']:.0f} s: CPU {i['cpu_pct']:.2f} % of "
-              f"one core, RSS {i['rss_mib']:.0f} MiB   [target < 2 %]")
+        i = idle_cost(args.seconds, settle_s=10.0,  # start-up and the autostart loads
+                      args=("--simulate", str(GPUS), "--config", str(config)))
+        print(f"the app idle at 1 Hz over {i['seconds']:.0f} s: CPU "
+              f"{i['cpu_pct_of_one_core']:.2f} % of one core, RSS {i['rss_mib']:.0f} MiB   "
+              "[target < 2 %]")
     return 0
 
 

@@ -68,5 +68,6 @@ class AlertsView(QObject):
             index = getattr(page, "index", None)
             colour = level_colour(self._theme, self.board.level(index)) \
                 if isinstance(index, int) else None
-            bar.setTabTextColor(i, QColor(colour) if colour else
-                                self._tabs.palette().windowText().color())
+            wanted = QColor(colour) if colour else self._tabs.palette().windowText().color()
+            if bar.tabTextColor(i) != wanted:  # each change repaints the tab bar
+                bar.setTabTextColor(i, wanted)

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings
-from PySide6.QtWidgets import QMessageBox, QWidget
+from PySide6.QtWidgets import QWidget
 
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.engine.config_edit import ConfigEditError, remove_model
 from gpuwarden.engine.lifecycle.config import ModelConfig, load_config
 from gpuwarden.estimate_cmd import fit_tool
 from gpuwarden.widgets.app_prefs import LEAVE_RUNNING, leave_running
+from gpuwarden.widgets.confirm import confirm
 from gpuwarden.widgets.model_editor import ModelEditor
 from gpuwarden.widgets.settings_dialog import SettingsDialog
 from gpuwarden.widgets.theme import Theme
@@ -71,13 +72,9 @@ class ConfigActions(QObject):
     def remove_model(self, name: str) -> None:
         if self._entry(name, "remove") is None or self.path is None:
             return
-        answer = QMessageBox.question(
-            self._parent, f"Remove {name}?",
-            f"Remove {name} from {self.path}? A running {name} is stopped. The model "
-            "file itself stays on disk.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-            QMessageBox.StandardButton.Cancel)
-        if answer != QMessageBox.StandardButton.Yes:
+        if not confirm(self._parent, f"Remove {name}?",
+                       f"Remove {name} from {self.path}? A running {name} is stopped. The "
+                       "model file itself stays on disk."):
             return
         try:
             remove_model(self.path, name)

@@ -12,12 +12,9 @@ from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QComboBox,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
-    QMessageBox,
-    QPushButton,
     QSizePolicy,
     QSplitter,
     QTabWidget,
@@ -38,6 +35,7 @@ from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot
 from gpuwarden.engine.views import ModelRow
 from gpuwarden.widgets.alert_banner import AlertBanner
+from gpuwarden.widgets.confirm import confirm
 from gpuwarden.widgets.event_log import EventLog
 from gpuwarden.widgets.gpu_panel import GpuPanel, seconds_ago
 from gpuwarden.widgets.gpu_strip import GpuStrip
@@ -45,30 +43,13 @@ from gpuwarden.widgets.graph_events import GraphMark, graph_mark
 from gpuwarden.widgets.host_panel import HostPanel
 from gpuwarden.widgets.model_details import ModelDetailsPanel
 from gpuwarden.widgets.model_panel import ModelPanel
+from gpuwarden.widgets.no_gpu_banner import NoGpuBanner
 from gpuwarden.widgets.plot import WINDOWS_S, FloatArray
 from gpuwarden.widgets.theme import Theme
 
 _SOURCE_TEXT = {"nvml": "NVIDIA (NVML)", "simulated": "SIMULATED GPU", "none": "no GPU"}
 REFUSAL_SHOWN_MS = 8000
 DONE_SHOWN_MS = 5000
-
-
-class NoGpuBanner(QFrame):
-    """Says plainly that no NVIDIA GPU/driver was found and offers the simulated GPU."""
-
-    def __init__(self, theme: Theme) -> None:
-        super().__init__()
-        self.setObjectName("noGpuBanner")
-        self.setStyleSheet(
-            f"#noGpuBanner {{ background: {theme.banner_bg}; border-radius: 6px; }}"
-            f"#noGpuBanner QLabel {{ color: {theme.banner_fg}; }}"
-        )
-        self.text = QLabel()
-        self.text.setWordWrap(True)
-        self.simulate_button = QPushButton("Use a simulated GPU")
-        layout = QHBoxLayout(self)
-        layout.addWidget(self.text, 1)
-        layout.addWidget(self.simulate_button)
 
 
 class MainWindow(QMainWindow):
@@ -225,7 +206,9 @@ class MainWindow(QMainWindow):
         for sample in snap.gpus:
             self.gpu_panels[sample.index].update_sample(sample)
             tab = self.gpu_tabs.indexOf(self.gpu_panels[sample.index])
-            self.gpu_tabs.setTabText(tab, _tab_title(sample.index, sample.name, sample.available))
+            title = _tab_title(sample.index, sample.name, sample.available)
+            if self.gpu_tabs.tabText(tab) != title:  # a new title lays the tab bar out again
+                self.gpu_tabs.setTabText(tab, title)
         self.host_panel.update_sample(snap.host)
         self.alerts.on_snapshot(snap)
         stamp = time.strftime("%H:%M:%S", time.localtime(snap.ts))
@@ -381,13 +364,8 @@ class MainWindow(QMainWindow):
         self.commands.free_vram(current.index if isinstance(current, GpuPanel) else 0)
 
     def emergency_stop(self) -> None:
-        answer = QMessageBox.warning(
-            self, "Emergency stop",
-            "Stop every model on every GPU now? Nothing restarts by itself; load them "
-            "again by hand.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-            QMessageBox.StandardButton.Cancel)
-        if answer == QMessageBox.StandardButton.Yes:
+        if confirm(self, "Emergency stop", "Stop every model on every GPU now? Nothing "
+                   "restarts by itself; load them again by hand.", warning=True):
             self.commands.send("emergency_stop", ())
 
     def closeEvent(self, event: QCloseEvent) -> None:

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMenu,
-    QMessageBox,
     QTableView,
     QToolButton,
     QVBoxLayout,
@@ -26,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from gpuwarden.engine.views import ModelRow
+from gpuwarden.widgets.confirm import confirm
 from gpuwarden.widgets.model_table import (
     NAME,
     ROW_ROLE,
@@ -211,15 +211,11 @@ class ModelPanel(QWidget):
     @Slot()
     def unload(self) -> None:
         row = self.selected()
-        if row is not None and row.serving:
-            answer = QMessageBox.question(
+        if row is not None and row.serving and not confirm(
                 self, "Unload a model that is serving?",
                 f"{row.name} is answering a request right now. Unload it anyway? "
-                "The request will fail.",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-                QMessageBox.StandardButton.Cancel)
-            if answer != QMessageBox.StandardButton.Yes:
-                return
+                "The request will fail."):
+            return
         self._ask("unload")
 
     @Slot()

@@ -144,6 +144,10 @@ class LivePlot(pg.PlotWidget):
 
     def set_limit(self, key: str, value: float | None, label: str | None = None) -> None:
         line = self._limits[key]
+        shown = value is not None and not np.isnan(value)
+        if line.isVisible() == shown and (not shown or line.value() == value) and (
+                label is None or line.label.format == label):
+            return  # as it is (limits are set at every sample and rarely move)
         if label is not None:
             line.label.setFormat(label)
             line.label.setText(label)
