@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,26 @@ def test_settings_leave_running_takes_effect_for_this_run(qtbot, window_with):
     dialog.save()
     assert bridge._worker.leave_running  # quitting now leaves the servers running
     assert window.prefs.value("app/leave_running") in (True, "true")
+
+
+def test_tab_goes_top_to_bottom_then_to_the_details(qtbot, window_with):
+    _, window = window_with(Config(models=(model("chat"),)))
+    panel, log = window.model_panel, window.event_log
+    order = [window.window_choice, *panel.buttons.values(), panel.table,
+             window.gpu_tabs, log.model_filter, log.severity_filter, log.search,
+             *log.buttons, log.table, window.details_panel.tabs]
+
+    def tab_from(widget):  # where Tab goes: the next widget in the chain that takes it
+        start = widget
+        widget = widget.nextInFocusChain()
+        while not (widget.focusPolicy() & Qt.FocusPolicy.TabFocus and widget.isVisible()
+                   and widget.isEnabled()) or widget.parent() is start:  # a tab widget's bar
+            widget = widget.nextInFocusChain()
+        return widget
+
+    qtbot.waitUntil(lambda: window.details_panel.shown is not None, timeout=10_000)
+    order = [w for w in order if w.isEnabled()]  # Tab skips the actions that are off
+    for widget, following in itertools.pairwise(order):
+        assert tab_from(widget) is following, widget
+    assert not any(p.focusPolicy() & Qt.FocusPolicy.TabFocus
+                   for p in window.host_panel.findChildren(type(window.host_panel.cpu)))

@@ -3,6 +3,7 @@ and the no-GPU banner. Command answers show in the status bar."""
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 from collections.abc import Callable
@@ -84,6 +85,7 @@ class MainWindow(QMainWindow):
                              free_vram=self.free_vram, emergency_stop=self.emergency_stop,
                              set_window=self.set_window_seconds)
         self.menus.check_range(self._window_s)
+        self._set_tab_order()
         self.model_panel.more_actions = [self.menus.edit_model, self.menus.remove_model]
         if settings is not None:
             restore_state(self, settings)
@@ -174,6 +176,18 @@ class MainWindow(QMainWindow):
         layout.addWidget(beside, 1)
         self.setCentralWidget(central)
 
+    def _set_tab_order(self) -> None:
+        """Tab goes top to bottom, then to the details on the right: the time range, the
+        model actions, the models table, the graph tabs, the event log, the details."""
+        panel = self.model_panel
+        chain = [self.window_choice, *panel.buttons.values(), panel.table,
+                 self.gpu_tabs, self.event_log.model_filter,
+                 self.event_log.severity_filter, self.event_log.search,
+                 *self.event_log.buttons, self.event_log.table,
+                 self.details_panel.tabs]
+        for first, second in itertools.pairwise(chain):
+            QWidget.setTabOrder(first, second)
+
     @property
     def window_seconds(self) -> float:
         return self._window_s
@@ -188,6 +202,7 @@ class MainWindow(QMainWindow):
         self._window_s = float(self.window_choice.itemData(index))
         if hasattr(self, "menus"):
             self.menus.check_range(self._window_s)
+        self._set_tab_order()
         self.model_panel.more_actions = [self.menus.edit_model, self.menus.remove_model]
         for panel in self._panels():
             panel.set_window(self._window_s)

@@ -125,10 +125,12 @@ class EventLog(QWidget):
         bar.addWidget(self.search, 1)
         self.count_label = QLabel()
         bar.addWidget(self.count_label)
+        self.buttons: list[QToolButton] = []
         for action in (self.copy_action, self.export_action):
             button = QToolButton()
             button.setDefaultAction(action)
             bar.addWidget(button)
+            self.buttons.append(button)
         return bar
 
     def _make_table(self) -> _Table:

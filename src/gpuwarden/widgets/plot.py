@@ -105,6 +105,8 @@ class LivePlot(pg.PlotWidget):
         item.getViewBox().sigResized.connect(self._on_view_resized)
         self._apply_y_range()
         self.set_window(60.0)
+        for widget in (self, self.viewport()):  # nothing to do with keys: Tab skips it
+            widget.setFocusPolicy(Qt.FocusPolicy.NoFocus)
 
     # -- curves and limits --------------------------------------------------------------
 
