@@ -16,6 +16,7 @@ from gguf_factory import write_garbage, write_tiny_llama, write_truncated
 from gpuwarden import estimate_cmd
 from gpuwarden.engine.safety import fit_params
 from gpuwarden.engine.safety.gguf_plan import read_gguf
+from gpuwarden.engine.supervisor import locate
 from gpuwarden.engine.supervisor.locate import FIT_PARAMS, LlamaServerNotFound
 from gpuwarden.estimate_cmd import EXIT_DOES_NOT_FIT, EXIT_FITS, EXIT_USAGE, main
 
@@ -24,7 +25,7 @@ from gpuwarden.estimate_cmd import EXIT_DOES_NOT_FIT, EXIT_FITS, EXIT_USAGE, mai
 def no_fit_tool(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No llama.cpp fit tool unless a test gives one (a llama-server on PATH would
     otherwise change which source prices the model); no projection cached across tests."""
-    monkeypatch.setattr(estimate_cmd, "find_fit_params", lambda server=None: None)
+    monkeypatch.setattr(estimate_cmd, "find_fit_tool", lambda: None)
     fit_params.clear_cache()
     yield
     fit_params.clear_cache()
@@ -41,10 +42,9 @@ def fit_tool(llama_server_bin: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    monkeypatch.setattr(estimate_cmd, "find_llama_server", lambda configured=None:
+    monkeypatch.setattr(locate, "find_llama_server", lambda configured=None:
                         llama_server_bin)
-    monkeypatch.setattr(estimate_cmd, "find_fit_params", lambda server=None:
-                        tool if server == llama_server_bin else None)
+    monkeypatch.setattr(estimate_cmd, "find_fit_tool", locate.find_fit_tool)
     return tool
 
 
@@ -276,7 +276,8 @@ def test_missing_tool_falls_back_on_the_metadata(
         asked.append(server)
         return None
 
-    monkeypatch.setattr(estimate_cmd, "find_fit_params", none_here)
+    monkeypatch.setattr(estimate_cmd, "find_fit_tool", locate.find_fit_tool)
+    monkeypatch.setattr(locate, "find_fit_params", none_here)
     assert estimate_cmd.make_plan(model, 1024).source == "metadata"
     assert main([str(model), "--simulate"]) == EXIT_FITS
     assert "figures from: GGUF metadata" in capsys.readouterr().out
@@ -298,8 +299,9 @@ def test_no_llama_server_still_looks_in_the_cache(
         asked.append(server)
         return None
 
-    monkeypatch.setattr(estimate_cmd, "find_llama_server", not_found)
-    monkeypatch.setattr(estimate_cmd, "find_fit_params", none_here)
+    monkeypatch.setattr(estimate_cmd, "find_fit_tool", locate.find_fit_tool)
+    monkeypatch.setattr(locate, "find_llama_server", not_found)
+    monkeypatch.setattr(locate, "find_fit_params", none_here)
     assert estimate_cmd.make_plan(model, 1024).source == "metadata"
     assert asked == [None]
 
@@ -315,7 +317,7 @@ def test_failing_tool_falls_back_on_the_metadata(
     tool = tmp_path / FIT_PARAMS
     tool.write_text(script)
     tool.chmod(0o755)
-    monkeypatch.setattr(estimate_cmd, "find_fit_params", lambda server=None: tool)
+    monkeypatch.setattr(estimate_cmd, "find_fit_tool", lambda: tool)
     assert estimate_cmd.make_plan(model, 1024).source == "metadata"
     assert main([str(model), "--simulate", "--json"]) == EXIT_FITS
     assert json.loads(capsys.readouterr().out)["source"] == "metadata"
@@ -328,7 +330,7 @@ def test_a_bad_file_is_refused_before_the_tool_runs(
     def no_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("the fit tool was run")
 
-    monkeypatch.setattr(estimate_cmd, "find_fit_params", lambda server=None: tmp_path)
+    monkeypatch.setattr(estimate_cmd, "find_fit_tool", lambda: tmp_path)
     monkeypatch.setattr(fit_params, "project", no_run)
     path = write_garbage(tmp_path / "g.gguf")
     lines = {_usage_error(capsys, [str(path), "--simulate", "--source", source], str(path))

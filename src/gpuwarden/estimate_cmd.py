@@ -38,11 +38,7 @@ from gpuwarden.engine.safety.gguf_plan import MAX_CONTEXT, GgufFacts, ModelRefus
 from gpuwarden.engine.safety.memory import MemoryPlan, PlanSource
 from gpuwarden.engine.safety.overhead import DEFAULT_OVERHEAD_MIB
 from gpuwarden.engine.safety.preflight import DEFAULT_MARGIN_MIB, GpuChoice, refused
-from gpuwarden.engine.supervisor.locate import (
-    LlamaServerNotFound,
-    find_fit_params,
-    find_llama_server,
-)
+from gpuwarden.engine.supervisor.locate import find_fit_tool
 from gpuwarden.engine.telemetry.scenario import ScenarioError
 
 PROG = "gpuwarden estimate"
@@ -120,16 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def fit_tool() -> Path | None:
-    """llama.cpp's fit tool beside the llama-server gpuwarden would run (or in the build
-    cache); None when there is none."""
-    try:
-        server: Path | None = find_llama_server(None)
-    except LlamaServerNotFound:
-        server = None
-    return find_fit_params(server)
-
-
 def make_plan(path: Path, context_size: int, *, parallel: int = 1,
               cache_type_k: str = "f16", cache_type_v: str = "f16",
               facts: GgufFacts | None = None, source: SourceChoice = "auto") -> MemoryPlan:
@@ -137,7 +123,7 @@ def make_plan(path: Path, context_size: int, *, parallel: int = 1,
     ``gpuwarden estimate`` finds it."""
     return file_estimate.make_plan(path, context_size, parallel=parallel,
                                    cache_type_k=cache_type_k, cache_type_v=cache_type_v,
-                                   facts=facts, source=source, fit_tool=fit_tool)
+                                   facts=facts, source=source, fit_tool=find_fit_tool)
 
 
 def free_vram(simulate: SimulateSpec | None) -> dict[int, float | None]:
@@ -151,7 +137,7 @@ def estimate(args: argparse.Namespace) -> Estimate:
     facts = read_gguf(path)  # refuses a broken file before any GPU is asked
     return estimate_file(path, args.ctx, free_vram(args.simulate), gpu=args.gpu,
                          overhead_mib=args.overhead_mib, margin_mib=args.margin_mib,
-                         source=args.source, fit_tool=fit_tool, facts=facts)
+                         source=args.source, fit_tool=find_fit_tool, facts=facts)
 
 
 def render(path: Path, result: Estimate) -> str:

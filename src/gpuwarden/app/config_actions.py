@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QWidget
 from gpuwarden.app.bridge import EngineBridge
 from gpuwarden.engine.config_edit import ConfigEditError, remove_model
 from gpuwarden.engine.lifecycle.config import ModelConfig, load_config
-from gpuwarden.estimate_cmd import fit_tool
+from gpuwarden.engine.supervisor.locate import find_fit_tool
 from gpuwarden.widgets.app_prefs import LEAVE_RUNNING, leave_running
 from gpuwarden.widgets.confirm import confirm
 from gpuwarden.widgets.model_editor import ModelEditor
@@ -43,13 +43,13 @@ class ConfigActions(QObject):
             self._answer(f"Cannot add a model: {NO_FILE}", True)
             return
         self._show(ModelEditor(self._theme, self.path, lambda: self._bridge.latest,
-                               self._parent, fit_tool=fit_tool))
+                               self._parent, fit_tool=find_fit_tool))
 
     def edit_model(self, name: str) -> None:
         found = self._entry(name, "edit")
         if found is not None and self.path is not None:
             self._show(ModelEditor.edit(self._theme, self.path, lambda: self._bridge.latest,
-                                        found, self._parent, fit_tool))
+                                        found, self._parent, find_fit_tool))
 
     def settings(self, prefs: QSettings) -> None:
         """The Settings dialog: thresholds and limits written to the config file (the

@@ -74,3 +74,14 @@ def find_llama_server(configured: Path | None = None) -> Path:
             return cached
     tried.append(str(llama_server_cache_dir()))
     raise LlamaServerNotFound(tried)
+
+
+def find_fit_tool() -> Path | None:
+    """llama.cpp's fit tool beside the llama-server gpuwarden would run by default (or in
+    the build cache); None when there is none. For pricing a file that no config names
+    yet (`gpuwarden estimate`, the window's add-model dialog)."""
+    try:
+        server: Path | None = find_llama_server(None)
+    except LlamaServerNotFound:
+        server = None
+    return find_fit_params(server)
