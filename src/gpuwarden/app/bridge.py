@@ -31,7 +31,8 @@ _threads: weakref.WeakSet[QThread] = weakref.WeakSet()
 
 # The engine commands the window may send; each answers an AdminResult.
 COMMANDS = frozenset({"load", "unload", "offload", "restart", "set_policy", "set_priority",
-                      "pin", "unpin", "make_room", "reload_config", "emergency_stop"})
+                      "pin", "unpin", "make_room", "reload_config", "emergency_stop",
+                      "pause_automation"})
 # The engine views the window may ask for off the UI thread; each answers what the engine
 # method returns.
 QUERIES = frozenset({"load_preview", "preflight", "details"})

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from gpuwarden.engine.events import (
+    AutomationChanged,
     ConfigProblemFound,
     CrashKind,
     EmergencyStop,
@@ -194,6 +195,13 @@ class AlertBoard:
             case StorageError():
                 self._put(f"storage:{event.path}", "error", None, f"Cannot write {event.path}",
                           event.message, event.ts)
+            case AutomationChanged(paused=True):
+                self._put("automation", "warning", None, "Automation paused",
+                          "models stay as they are: no idle unloads, pressure relief or "
+                          "restarts until you resume it (safety limits still act)", event.ts,
+                          dismissable=False)
+            case AutomationChanged(paused=False):
+                self._drop("automation")
             case _:
                 pass
 

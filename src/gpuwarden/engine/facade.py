@@ -284,6 +284,18 @@ class Engine:
                                       f"not {gib!r}")
         return self._manager.make_room(gpu, None if gib is None else gib * GIB)
 
+    def pause_automation(self, paused: bool = True) -> AdminResult:
+        """Pause (False: resume) gpuwarden's own decisions (idle unloads, pressure relief,
+        restores, returns to the GPU, restarts after a crash); the user's commands and the
+        safety limits act as always."""
+        if not isinstance(paused, bool):
+            return AdminResult(False, f"paused must be true or false, not {paused!r}")
+        return self._manager.pause_automation(paused)
+
+    @property
+    def automation_paused(self) -> bool:
+        return self._manager.paused
+
     def emergency_stop(self, gpu: int | None = None) -> AdminResult:
         """Stop every model on ``gpu`` (None: all of them) now, as a hard safety limit
         would; nothing restarts by itself."""
@@ -342,7 +354,8 @@ class Engine:
     def models(self) -> tuple[ModelRow, ...]:
         """One row per configured model, in config order."""
         now = self._clock.time()
-        return tuple(model_row(s, now, self._manager.pids(s.name))
+        paused = self._manager.paused
+        return tuple(model_row(s, now, self._manager.pids(s.name), paused)
                      for s in self._manager.states().values())
 
     def model(self, name: str) -> ModelRow | None:

@@ -38,7 +38,7 @@ class ModelRow:
     crashes_in_a_row: int
     last_crash_kind: str | None
     restart_at: float | None  # wall clock
-    restart_in_s: float | None
+    restart_in_s: float | None  # None while restarting: held until automation resumes
     returns_to_gpu_at: float | None  # moved to the CPU by pressure: next try to go back
     waiting_for: str | None  # a load held by a safety limit: why
     pids: tuple[int, ...] = ()
@@ -48,7 +48,10 @@ class ModelRow:
         return dataclasses.asdict(self)
 
 
-def model_row(s: ModelState, now: float, pids: tuple[int, ...] = ()) -> ModelRow:
+def model_row(s: ModelState, now: float, pids: tuple[int, ...] = (),
+              paused: bool = False) -> ModelRow:
+    """``paused``: automation is paused, so a due restart waits for the resume
+    (``restart_in_s`` None)."""
     on_gpu = s.device in ("gpu", "partial") or (s.device == "stopping" and s.vram_est_mib > 0)
     layers = s.gpu_layers if s.gpu_layers is not None else s.config.layers
     return ModelRow(
@@ -74,7 +77,7 @@ def model_row(s: ModelState, now: float, pids: tuple[int, ...] = ()) -> ModelRow
         crashes_in_a_row=s.consecutive_crashes,
         last_crash_kind=s.crashes[-1].kind if s.crashes else None,
         restart_at=s.restart_at,
-        restart_in_s=None if s.restart_at is None else max(0.0, s.restart_at - now),
+        restart_in_s=None if s.restart_at is None or paused else max(0.0, s.restart_at - now),
         returns_to_gpu_at=s.return_after if s.home is not None else None,
         waiting_for=s.waiting_for,
         pids=pids,

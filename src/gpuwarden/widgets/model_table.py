@@ -47,8 +47,9 @@ Index = QModelIndex | QPersistentModelIndex
 def state_text(row: ModelRow) -> str:
     if row.state == "gave_up":
         return "gave up"
-    if row.state == "restarting" and row.restart_in_s is not None:
-        return f"restart in {row.restart_in_s:.0f} s"
+    if row.state == "restarting":
+        return "restart on resume" if row.restart_in_s is None else \
+            f"restart in {row.restart_in_s:.0f} s"
     if row.state == "ready" and row.serving:
         return "ready · serving"
     if row.state == "loading" and row.loading_for_s is not None and row.loading_for_s >= 1:

@@ -33,6 +33,7 @@ from gpuwarden.engine.events.models import (
     UnloadReason,
 )
 from gpuwarden.engine.events.system import (
+    AutomationChanged,
     ConfigProblemFound,
     ConfigReloaded,
     EmergencyStop,
@@ -51,6 +52,7 @@ from gpuwarden.engine.events.system import (
 )
 
 __all__ = [
+    "AutomationChanged",
     "ConfigProblemFound",
     "ConfigReloaded",
     "CrashKind",

@@ -269,3 +269,24 @@ class EmergencyStop(Event):
             return f"Emergency stop on {where}: {self.reason}. No model was running there"
         return (f"Emergency stop on {where}: {self.reason}. Stopped {', '.join(self.models)}; "
                 "nothing restarts by itself, load them again when it is safe")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AutomationChanged(Event):
+    """The user paused (``paused`` true) or resumed gpuwarden's own decisions: idle
+    unloads, pressure relief, restores after a swap, returns to the GPU and restarts after
+    a crash. Safety limits act whatever this says."""
+
+    TYPE: ClassVar[str] = "automation.changed"
+    paused: bool
+
+    @property
+    def severity(self) -> Severity:
+        return "warning" if self.paused else "info"
+
+    def describe(self) -> str:
+        if self.paused:
+            return ("Automation paused: gpuwarden will not unload, move, bring back or "
+                    "restart models by itself until it is resumed (safety limits still act)")
+        return "Automation resumed: gpuwarden manages the models again"
+

@@ -48,7 +48,7 @@ class ManagerCore(BackendReports, Guarding):
     def _due(self, name: str, now: float) -> None:
         """Fire this model's restart if it is due; stop it if loading takes too long."""
         s = self._states[name]
-        if s.restart_at is not None and s.restart_at <= now and not s.live:
+        if s.restart_at is not None and s.restart_at <= now and not s.live and not self.paused:
             self._put(replace(s, restart_at=None))
             if not s.user_unloaded:
                 self._start(Load(s.name, self._restart_placement(s), "restart"))

@@ -83,6 +83,7 @@ class CoreState:
         self.pressure = PressureMonitor(config.pressure, bus)
         self.safety = SafetyMonitor()
         self._held: dict[str, Held] = {}  # loads waiting for a GPU to cool down
+        self.paused = False  # the user paused automation: no decision of gpuwarden's own
         self._hints = HintKeeper(hints, bus, clock)
         self._states = self._hints.restore(self._states)
 

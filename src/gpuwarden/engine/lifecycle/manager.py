@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 
-from gpuwarden.engine.events import ModelLoading, ModelRefused
+from gpuwarden.engine.events import AutomationChanged, ModelLoading, ModelRefused
 from gpuwarden.engine.lifecycle import policy
 from gpuwarden.engine.lifecycle.actions import Offload, Stopping, Unload
 from gpuwarden.engine.lifecycle.backend import Launch
@@ -86,13 +86,16 @@ class LifecycleManager(LoadCommands):
                 backend.poll(now)
             self._update_measured(snap)
             self._apply_safety(snap)
-            self._apply_all(self.pressure.check(snap, self._states, now, self._can_offload))
-            self._apply_all(policy.idle_actions(self._states, now))
-            usable = self._free_vram(loads_allowed=True)
-            self._apply_all(policy.restore_actions(self._states, usable, now, self._estimate,
-                                                   self._cfg.safety.vram_margin_mib))
-            self._apply_all(policy.return_actions(self._states, self._rooms(snap), now,
-                                                  self._estimate))
+            relief = self.pressure.check(snap, self._states, now, self._can_offload)
+            if not self.paused:  # paused: pressure is still seen and said, not relieved
+                self._apply_all(relief)
+                self._apply_all(policy.idle_actions(self._states, now))
+                usable = self._free_vram(loads_allowed=True)
+                self._apply_all(policy.restore_actions(self._states, usable, now,
+                                                       self._estimate,
+                                                       self._cfg.safety.vram_margin_mib))
+                self._apply_all(policy.return_actions(self._states, self._rooms(snap), now,
+                                                      self._estimate))
             self._tick(now)
             self._hints.save_if_due()
 
@@ -127,6 +130,21 @@ class LifecycleManager(LoadCommands):
             self._tick(now)
 
     # -- user requests ------------------------------------------------------------------
+
+    def pause_automation(self, paused: bool) -> AdminResult:
+        """Pause (or resume) gpuwarden's own decisions: idle unloads, pressure relief,
+        restores, returns to the GPU and restarts after a crash (held until resumed). The
+        user's commands and the safety limits act as always."""
+        with self._locked():
+            if paused == self.paused:
+                return AdminResult(True, "automation is already "
+                                         f"{'paused' if paused else 'running'}")
+            self.paused = paused
+            self._bus.publish(AutomationChanged(paused=paused))
+            if not paused:
+                self._tick(self._clock.time())  # restarts held while paused, now
+            return AdminResult(True, "automation paused: models stay as they are until you "
+                                     "resume it" if paused else "automation resumed")
 
     def unload(self, name: str) -> AdminResult:
         with self._locked():
