@@ -39,8 +39,9 @@ from gpuwarden.engine.lifecycle.backend import (
     Launch,
     ReadyCallback,
 )
-from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy, load_config
-from gpuwarden.engine.lifecycle.config_diff import ConfigDiff, describe, diff_configs
+from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy
+from gpuwarden.engine.lifecycle.config_diff import describe
+from gpuwarden.engine.lifecycle.config_file import ConfigFile
 from gpuwarden.engine.lifecycle.core import AdminResult
 from gpuwarden.engine.lifecycle.hints import HintStore, default_hints_path
 from gpuwarden.engine.lifecycle.manager import LifecycleManager
@@ -142,7 +143,7 @@ class Engine:
         self._reload_wanted = threading.Event()
         self._running = False
         self._watcher: ConfigWatcher | None = None
-        self._config_stamp = _file_stamp(config_path)  # what the running config was read from
+        self._config_file = ConfigFile(config_path) if config_path is not None else None
         for problem in (*problems, *self.startup_problems):
             self._bus.publish(ConfigProblemFound(message=str(problem)))
 
@@ -196,8 +197,7 @@ class Engine:
         return self._until_next(now)
 
     def _config_changed(self) -> bool:
-        return self._config_path is not None and \
-            _file_stamp(self._config_path) != self._config_stamp
+        return self._config_file is not None and self._config_file.changed()
 
     def _sample(self, now: float) -> None:
         self._sampler.tick()
@@ -314,14 +314,10 @@ class Engine:
     def reload_config(self) -> AdminResult:
         """Re-read the config file now and apply what changed; a broken edit changes
         nothing that runs."""
-        path = self._config_path
-        if path is None:
+        if self._config_file is None:
             return AdminResult(False, "gpuwarden was started without a config file")
-        self._config_stamp = _file_stamp(path)
-        new, problems = load_config(path)
-        diff = diff_configs(self._manager.config, new, problems)
-        if diff.unusable is None and not new.models and _blank(path):  # a save half done
-            diff = ConfigDiff((), (), (), (), (), self._manager.config, f"{path} is empty")
+        path = self._config_file.path
+        diff, problems = self._config_file.read(self._manager.config)
         for problem in problems:
             self._bus.publish(ConfigProblemFound(message=str(problem)))
         message = describe(diff)
@@ -457,22 +453,3 @@ def _llama_binary(config: Config) -> Path | None:
 
 def _nothing() -> None:
     return None
-
-
-def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
-    """(inode, size, mtime in ns) of the config file: whether it changed since read."""
-    if path is None:
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _blank(path: Path) -> bool:
-    """An empty file: an editor between truncating and writing, not "remove every model"."""
-    try:
-        return path.stat().st_size == 0
-    except OSError:
-        return False
