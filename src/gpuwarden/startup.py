@@ -69,13 +69,21 @@ def open_engine(config_path: Path | None, interval_s: float | None,
     return engine
 
 
-def run_single_instance(body: Callable[[], int]) -> int:
+def run_single_instance(body: Callable[[], int],
+                        on_already_running: Callable[[], int | None] | None = None) -> int:
     """Run ``body`` as the only gpuwarden of this user; a second one says who runs and
-    exits with status 3, so no model is ever started twice."""
+    exits with status 3, so no model is ever started twice.
+
+    ``on_already_running`` (the window: ask the running one to come forward) is tried
+    first when another gpuwarden runs; the status it returns ends this start, and None
+    falls back to the message."""
     lock = InstanceLock(default_lock_path())
     try:
         lock.acquire()
     except AlreadyRunning as exc:
+        handed_over = on_already_running() if on_already_running is not None else None
+        if handed_over is not None:
+            return handed_over
         print(f"gpuwarden: {exc}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
     except OSError as exc:
@@ -89,11 +97,13 @@ def run_single_instance(body: Callable[[], int]) -> int:
 
 
 def run_engine(config_path: Path | None, interval_s: float | None,
-               telemetry: TelemetryOptions, body: Callable[[Engine], int]) -> int:
+               telemetry: TelemetryOptions, body: Callable[[Engine], int],
+               on_already_running: Callable[[], int | None] | None = None) -> int:
     """Open the engine as the only gpuwarden and hand it to ``body`` (the window or the
-    headless loop), which drives it and closes it."""
+    headless loop), which drives it and closes it; ``on_already_running`` as in
+    :func:`run_single_instance`."""
     def opened() -> int:
         engine = open_engine(config_path, interval_s, telemetry)
         return engine if isinstance(engine, int) else body(engine)
 
-    return run_single_instance(opened)
+    return run_single_instance(opened, on_already_running)

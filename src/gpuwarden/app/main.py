@@ -14,6 +14,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from gpuwarden.app.bridge import EngineBridge
+from gpuwarden.app.single_window import hand_over_to_running_window, watch_for_second_launch
 from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.runtime import TelemetryOptions, take_snapshot
@@ -53,7 +54,7 @@ def run_gui(args: argparse.Namespace, options: TelemetryOptions) -> int:
     if args.history is None:  # the Settings dialog's default, else an hour
         options = replace(options, history_s=history_seconds(QSettings(ORG, APP)))
     return run_engine(args.config, args.interval, options, lambda engine: _run_window(
-        engine, args))
+        engine, args), on_already_running=hand_over_to_running_window)
 
 
 def _run_window(engine: Engine, args: argparse.Namespace) -> int:
@@ -70,6 +71,7 @@ def _run_window(engine: Engine, args: argparse.Namespace) -> int:
     bridge.set_leave_running(leave_running(prefs))
     window = MainWindow(bridge, theme, prefs)
     window.show()
+    beacon = watch_for_second_launch(window)  # a second launch brings this window forward
     bridge.start()
     # Let Ctrl+C in the terminal close the app: Python handles signals only when it runs.
     signal.signal(signal.SIGINT, lambda *_: app.quit())
@@ -82,4 +84,5 @@ def _run_window(engine: Engine, args: argparse.Namespace) -> int:
     try:
         return app.exec()
     finally:
+        beacon.close()  # while the models stop, a second launch is told gpuwarden runs
         bridge.stop()
