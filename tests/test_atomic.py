@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpuwarden.engine import atomic
-from gpuwarden.engine.atomic import atomic_write_json, atomic_write_text
+from gpuwarden.engine.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def test_writes_text_creating_missing_folders(tmp_path: Path) -> None:
@@ -18,6 +18,13 @@ def test_writes_text_creating_missing_folders(tmp_path: Path) -> None:
     atomic_write_text(target, "héllo ✓\n")
     assert target.read_text(encoding="utf-8") == "héllo ✓\n"
     assert os.listdir(target.parent) == ["state.txt"]
+
+
+def test_writes_bytes_as_they_are(tmp_path: Path) -> None:
+    target = tmp_path / "icon.png"
+    atomic_write_bytes(target, b"\x89PNG\r\n\x00\xff")
+    assert target.read_bytes() == b"\x89PNG\r\n\x00\xff"
+    assert os.listdir(tmp_path) == ["icon.png"]
 
 
 def test_replaces_existing_content_and_keeps_its_permissions(tmp_path: Path) -> None:

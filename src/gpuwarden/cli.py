@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpuwarden import __version__
+from gpuwarden import __version__, desktop_install
 from gpuwarden.console import render_status
 from gpuwarden.engine.runtime import (
     SimulateSpec,
@@ -20,7 +20,7 @@ from gpuwarden.engine.runtime import (
 from gpuwarden.engine.telemetry.sampler import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from gpuwarden.engine.telemetry.scenario import ScenarioError
 
-SUBCOMMANDS = ("status", "headless", "setup", "doctor", "estimate")
+SUBCOMMANDS = ("status", "headless", "setup", "doctor", "estimate", "install-desktop")
 EXIT_USAGE = 2
 
 
@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                               help="whether a GGUF model fits before it is loaded "
                                    "(gpuwarden estimate MODEL.gguf -h)")
     estimate.add_argument("options", nargs=argparse.REMAINDER)
+    install = sub.add_parser("install-desktop", help="put gpuwarden in this user's "
+                             "application menu (Linux), and with --autostart start it at login",
+                             description=desktop_install.DESCRIPTION)
+    desktop_install.add_arguments(install)
     return parser
 
 
@@ -203,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             given = ["--simulate", str(simulated.count)] if simulated is not None and \
                 simulated.scenario is None else []
             return estimate([*args.options, *given])
+        if args.command == "install-desktop":
+            return desktop_install.run(args)
         if args.command == "headless":
             from gpuwarden.headless import cmd_headless
 

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
 def atomic_write_text(path: Path, text: str, *, encoding: str = "utf-8") -> None:
@@ -25,10 +25,14 @@ def atomic_write_text(path: Path, text: str, *, encoding: str = "utf-8") -> None
     An existing target keeps its permission bits. Raises ``OSError`` (or the encoding's
     error) with the old content untouched and no temporary file left behind.
     """
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, like :func:`atomic_write_text`."""
     path = Path(path)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    data = text.encode(encoding)
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
