@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from gpuwarden.engine.telemetry.scenario import ScenarioError
 
 SUBCOMMANDS = ("status", "headless", "setup", "doctor", "estimate", "install-desktop")
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what the shell reports for `ls | head -1`
 
 
 def simulate_arg(text: str) -> SimulateSpec:
@@ -173,6 +175,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. A reader that closes the pipe early (`gpuwarden status | head -1`)
+    ends it quietly with status 141, as it does `ls`: no traceback."""
+    try:
+        code = _dispatch(argv)
+        if sys.stdout is not None:  # None in a Windows GUI process
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        # Python's recipe: stdout to devnull, so the final flush at exit cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     if given[:1] == ["estimate"]:  # its own options, -h included
         from gpuwarden.estimate_cmd import main as estimate

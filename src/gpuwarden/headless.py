@@ -26,12 +26,25 @@ def cmd_headless(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
 
 
 def _run(engine: Engine, args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    wake = threading.Event()
+    reader_gone = threading.Event()
+
+    def print_event(event: Event) -> None:
+        """Print one event; a reader that has gone (`| head -1`) stops the run."""
+        if reader_gone.is_set():
+            return
+        try:
+            _print_event(event)
+        except BrokenPipeError:
+            reader_gone.set()
+            stop.set()
+            wake.set()
+
     if args.events == "-":
         for event in engine.events_since(0):  # config problems found while starting
             _print_event(event)
-        engine.subscribe(_print_event)
-    stop = threading.Event()
-    wake = threading.Event()
+        engine.subscribe(print_event)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
@@ -44,6 +57,8 @@ def _run(engine: Engine, args: argparse.Namespace) -> int:
         engine.close(leave_running=args.leave_running)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if reader_gone.is_set():
+        raise BrokenPipeError  # cli.main ends the command quietly
     return 0
 
 
