@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--theme", choices=("auto", "dark", "light"), default="auto")
     _add_config_option(parser, top=True)
     _add_quit_option(parser, top=True)
+    parser.add_argument("--minimized", action="store_true",
+                        help="start hidden in the system tray (the window shows where the "
+                             "desktop has no tray)")
     parser.add_argument("--quit-after", type=_positive_seconds, metavar="SECONDS",
                         help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -19,7 +19,7 @@ from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.runtime import TelemetryOptions, take_snapshot
 from gpuwarden.startup import run_engine
-from gpuwarden.widgets.app_prefs import history_seconds, leave_running
+from gpuwarden.widgets.app_prefs import history_seconds, leave_running, start_minimized
 from gpuwarden.widgets.theme import apply_palette, pick_theme
 
 ORG = APP = "gpuwarden"  # where QSettings keeps the window's state and the app's preferences
@@ -70,17 +70,19 @@ def _run_window(engine: Engine, args: argparse.Namespace) -> int:
     prefs = QSettings(ORG, APP)
     bridge.set_leave_running(leave_running(prefs))
     window = MainWindow(bridge, theme, prefs)
-    window.show()
+    app.setQuitOnLastWindowClosed(False)  # hidden in the tray is not closed; quit() ends it
+    window.tray.closing.show_at_start(args.minimized or start_minimized(prefs))
     beacon = watch_for_second_launch(window)  # a second launch brings this window forward
     bridge.start()
     # Let Ctrl+C in the terminal close the app: Python handles signals only when it runs.
-    signal.signal(signal.SIGINT, lambda *_: app.quit())
-    signal.signal(signal.SIGTERM, lambda *_: app.quit())
+    # Every quit closes the window first (hidden or not): its engine and models stop.
+    signal.signal(signal.SIGINT, lambda *_: QTimer.singleShot(0, window.tray.quit))
+    signal.signal(signal.SIGTERM, lambda *_: QTimer.singleShot(0, window.tray.quit))
     pulse = QTimer()
     pulse.timeout.connect(lambda: None)
     pulse.start(250)
     if args.quit_after:
-        QTimer.singleShot(round(args.quit_after * 1000), app.quit)
+        QTimer.singleShot(round(args.quit_after * 1000), window.tray.quit)
     try:
         return app.exec()
     finally:

@@ -29,6 +29,7 @@ from gpuwarden.app.commands import Commands
 from gpuwarden.app.config_actions import ConfigActions
 from gpuwarden.app.llama_setup import LlamaSetup
 from gpuwarden.app.menus import MenuBar, open_file
+from gpuwarden.app.tray import Tray
 from gpuwarden.app.window_state import restore_state, save_state
 from gpuwarden.engine.details import ModelDetails
 from gpuwarden.engine.events import Event
@@ -104,6 +105,9 @@ class MainWindow(QMainWindow):
             lambda *_: self.refresh_details())
         self.model_panel.set_rows(bridge.rows)
         self.banner.simulate_button.clicked.connect(lambda: bridge.use_simulated(1))
+        self.tray = Tray(self, bridge)  # after the alerts: its icon follows their level
+        self.menus.quit.triggered.disconnect()
+        self.menus.quit.triggered.connect(self.tray.quit)  # Ctrl+Q quits, even with a tray
 
     def _build(self) -> None:
         self.window_choice = QComboBox()
@@ -230,6 +234,7 @@ class MainWindow(QMainWindow):
         self.source_label.setText(f"{_SOURCE_TEXT[snap.gpu_source]} · last sample {stamp}")
         # The banner already explains a missing GPU; the status bar notes a simulation.
         self.note_label.setText("" if no_gpu else (snap.gpu_note or ""))
+        self.tray.on_snapshot(snap)
 
     def _sync_gpu_tabs(self, snap: Snapshot) -> None:
         wanted = {g.index for g in snap.gpus}
@@ -269,6 +274,7 @@ class MainWindow(QMainWindow):
         self.alerts.on_event(event)
         self._mark(event)
         self.llama_setup.on_event(event)
+        self.tray.on_event(event)
 
     def _mark(self, event: Event) -> None:
         """What the engine did, on the graphs of the GPU (or the host) it concerns; a mark
@@ -386,9 +392,12 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         if self._settings is not None:
             save_state(self, self._settings)
+        if not self.tray.closing.close_for_real(event):
+            return  # hidden to the tray, or asking first: the engine keeps running
         self.hide()  # stopping servers can take their 10 s grace: not with a frozen window
         self._bridge.stop()
         super().closeEvent(event)
+        self.tray.closing.closed()
 
 
 def _tab_title(index: int, name: str, available: bool) -> str:

@@ -1,6 +1,6 @@
 """The Settings dialog: the pressure and safety thresholds, the sample interval, the restart
-limits from the config file, and the window's own preferences (history kept, leave models
-running on quit) from QSettings.
+limits from the config file, and the window's own preferences (history kept, and the
+Window tab's: leave models running on quit, the tray, notifications) from QSettings.
 
 Each config field shows the value in force, or the default in a dim colour when the file
 leaves its key out. Save writes only what changed, one key at a time with
@@ -18,7 +18,6 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt, Signal, Slot
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QCheckBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
@@ -31,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gpuwarden.desktop_install import InstallError
 from gpuwarden.engine.config_edit import ConfigEditError, set_setting
 from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.widgets import app_prefs
@@ -48,6 +48,7 @@ from gpuwarden.widgets.settings_catalog import (
     keys_in_file,
 )
 from gpuwarden.widgets.theme import Theme
+from gpuwarden.widgets.window_prefs import LABELS, START_AT_LOGIN, WindowPrefs
 
 NO_FILE = "gpuwarden was started without a config file it can write"
 NOW = "Changes apply at once."
@@ -64,8 +65,7 @@ TABS: tuple[tuple[str, str, tuple[Setting, ...]], ...] = (
                  f"hang, or a start that never becomes ready. {NOW}", RESTARTS),
 )
 TAB_OF_TABLE = {s.table: title for title, _, settings in TABS for s in settings}
-PREF_LABELS = {app_prefs.LEAVE_RUNNING: "Leave models running when gpuwarden quits",
-               app_prefs.HISTORY_S: "Keep history for"}
+PREF_LABELS = {app_prefs.HISTORY_S: "Keep history for", **LABELS}
 
 
 class SettingsDialog(QDialog):
@@ -83,8 +83,8 @@ class SettingsDialog(QDialog):
         self.read_only_reason = found.problem
         self.rows = {s.name: _row(s, config, found, theme) for s in SETTINGS}
         self.saved_names: list[str] = []  # by this dialog, over every Save
-        self.leave_running = QCheckBox(PREF_LABELS[app_prefs.LEAVE_RUNNING])
-        self.leave_running.setChecked(app_prefs.leave_running(prefs))
+        self.window_prefs = WindowPrefs(prefs, theme)
+        self.leave_running = self.window_prefs.leave_running
         self.history = _minutes(app_prefs.history_seconds(prefs))
         self._prefs_before = self._prefs_now()
         self.setWindowTitle("Settings")
@@ -109,7 +109,7 @@ class SettingsDialog(QDialog):
             extra = self._history_rows() if settings is MONITORING else ()
             rows = [self.rows[s.name] for s in settings]
             self._add_page(title, self._page(intro, rows, extra))
-        self._add_page("Window", self._window_page())
+        self._add_page("Window", self.window_prefs)
         self.problem = QLabel()
         self.problem.setObjectName("problem")
         self.problem.setWordWrap(True)
@@ -172,17 +172,6 @@ class SettingsDialog(QDialog):
         row.addWidget(note, 1)
         return ((PREF_LABELS[app_prefs.HISTORY_S], holder),)
 
-    def _window_page(self) -> QWidget:
-        page = QWidget()
-        layout = QVBoxLayout(page)
-        layout.addWidget(_intro("Kept for this user, not in the config file."))
-        layout.addWidget(self.leave_running)
-        layout.addWidget(_intro("Their llama-server processes go on serving after gpuwarden "
-                                "quits, and the next gpuwarden adopts them instead of "
-                                "starting new ones (as --leave-running does for one run)."))
-        layout.addStretch(1)
-        return page
-
     # -- editing ---------------------------------------------------------------------------
 
     def reset_rows(self, rows: Iterable[SettingRow], *, history: bool = False) -> None:
@@ -225,6 +214,14 @@ class SettingsDialog(QDialog):
             return
         names = self._save_prefs()
         try:
+            if self.window_prefs.save_login():
+                names.append(START_AT_LOGIN)
+        except (InstallError, OSError) as exc:
+            self.saved_names += names
+            self._not_saved(LABELS[START_AT_LOGIN], str(exc), names)
+            self.tabs.setCurrentWidget(self.window_prefs)
+            return
+        try:
             for row in self.write_order():
                 self._write(row)
                 names.append(row.setting.name)
@@ -265,16 +262,19 @@ class SettingsDialog(QDialog):
 
     def _refused(self, refused: _Refused, names: Sequence[str]) -> None:
         row = refused.row
-        done = ", ".join(_label(self.rows, n) for n in names)
-        self.problem.setText(f"Not saved: “{row.setting.label}”: {refused.message}. "
-                             + (f"Saved before it: {done}." if done else "Nothing was saved."))
+        self._not_saved(row.setting.label, refused.message, names)
         row.highlight(True)
         self.tabs.setCurrentWidget(self.pages[TAB_OF_TABLE[row.setting.table]])
         row.spin.setFocus()
 
+    def _not_saved(self, label: str, message: str, names: Sequence[str]) -> None:
+        done = ", ".join(_label(self.rows, n) for n in names)
+        self.problem.setText(f"Not saved: “{label}”: {message.rstrip('.')}. "
+                             + (f"Saved before it: {done}." if done else "Nothing was saved."))
+
     def _prefs_now(self) -> dict[str, object]:
         return {app_prefs.LEAVE_RUNNING: self.leave_running.isChecked(),
-                app_prefs.HISTORY_S: self.history.value() * 60}
+                app_prefs.HISTORY_S: self.history.value() * 60, **self.window_prefs.values()}
 
     def _save_prefs(self) -> list[str]:
         now = self._prefs_now()
