@@ -75,9 +75,9 @@ def deaf():
 if sys.argv[1] == "stubborn":
     deaf()
 child = subprocess.Popen(["sleep", "60"], preexec_fn=deaf if sys.argv[1] == "orphan" else None)
-print(f"grandchild {child.pid}", flush=True)
-print("[ 12%] Building C object ggml/src/CMakeFiles/ggml-base.dir/ggml.c.o", flush=True)
-try:
+try:  # before the line the test waits for: a Ctrl+C right after it still cleans up
+    print(f"grandchild {child.pid}", flush=True)
+    print("[ 12%] Building C object ggml/src/CMakeFiles/ggml-base.dir/ggml.c.o", flush=True)
     child.wait()
 finally:
     pathlib.Path(sys.argv[2]).write_text("cleaned up")
