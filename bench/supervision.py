@@ -3,15 +3,18 @@
 Kills a real llama-server 20 times (a tiny generated GGUF model on the CPU) and prints:
   1. the time from the kill to the model.crashed event (median, max);
   2. the time from the kill to model.ready again, against backoff + load;
-  3. the CPU that supervising one idle model costs (health and metrics polls).
+  3. the CPU that supervising one idle model costs (health and metrics polls);
+  4. the time from a kill -STOP (at random moments of the probe cycle) to the hang.
 
     GPUWARDEN_LLAMA_SERVER=... python bench/supervision.py [--kills 20] [--idle-seconds 30]
+        [--hangs 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import statistics
 import sys
@@ -55,7 +58,7 @@ class Stamps:
             return stamp
 
 
-def run(kills: int, idle_s: float) -> None:
+def run(kills: int, idle_s: float, rounds: int) -> None:
     binary_env = os.environ.get("GPUWARDEN_LLAMA_SERVER")
     binary = find_llama_server(Path(binary_env) if binary_env else None)
     tmp = Path(tempfile.mkdtemp(prefix="gpuwarden-bench-"))
@@ -97,23 +100,40 @@ def run(kills: int, idle_s: float) -> None:
         stop.set()  # the restart ticker is this script's, not supervision's
         ticker.join()
         idle_cpu(idle_s)
-        hang_detection(backend, stamps)
+        hang_detection(manager, backend, stamps, rounds)
     finally:
         stop.set()
         manager.shutdown()
         backend.wait_stopped()
 
 
-def hang_detection(backend: LlamaServerBackend, stamps: Stamps) -> None:
-    """SIGSTOP the server and time the default hang detection (5 s probes, 2 s timeout,
-    3 misses in a row)."""
-    pid = backend.pid("tiny")
-    assert pid is not None
-    stopped = time.monotonic()
-    os.kill(pid, signal.SIGSTOP)
-    seen = stamps.next("model.crashed", stopped, timeout=60) - stopped
-    print(f"kill -STOP -> model.crashed (hang), default settings: {seen:.1f} s   "
-          "[expected 15-21 s: 3 missed probes 5 s apart, 2 s timeout each]")
+def hang_detection(manager: LifecycleManager, backend: LlamaServerBackend, stamps: Stamps,
+                   rounds: int) -> None:
+    """SIGSTOP the server at a random moment of the 5 s probe cycle, ``rounds`` times, and
+    time the default hang detection (probes 5 s apart start to start, 2 s time-out, 3
+    misses in a row)."""
+    stop = threading.Event()
+    ticker = threading.Thread(target=lambda: [manager.tick() for _ in iter(
+        lambda: stop.wait(0.01), True)], daemon=True)  # the restarts after each hang
+    ticker.start()
+    phases = random.Random(7)
+    seen = []
+    try:
+        for _ in range(rounds):
+            time.sleep(phases.uniform(0.0, 5.0))  # anywhere in the probe cycle
+            pid = backend.pid("tiny")
+            assert pid is not None
+            stopped = time.monotonic()
+            os.kill(pid, signal.SIGSTOP)
+            seen.append(stamps.next("model.crashed", stopped, timeout=60) - stopped)
+            stamps.next("model.ready", stopped, timeout=60)
+    finally:
+        stop.set()
+        ticker.join()
+    print(f"kill -STOP at random phases -> model.crashed (hang), default settings, {rounds} "
+          f"rounds: {', '.join(f'{s:.1f}' for s in sorted(seen))} s   "
+          "[expected 12-19 s: the first missed probe within 5 s (7 s behind a waiting "
+          "metrics request), two more 5 s apart, 2 s time-out]")
 
 
 def idle_cpu(seconds: float) -> None:
@@ -130,9 +150,10 @@ def idle_cpu(seconds: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--hangs", type=int, default=5, help="SIGSTOP rounds")
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     args = parser.parse_args()
-    run(args.kills, args.idle_seconds)
+    run(args.kills, args.idle_seconds, args.hangs)
     return 0
 
 

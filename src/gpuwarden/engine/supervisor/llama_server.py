@@ -329,9 +329,13 @@ class LlamaServerBackend:
         return False
 
     def _watch_running(self, server: _Server) -> None:
-        """Metrics every ``metrics_poll_s``; /health on its own clock every ``hang_poll_s``.
-        While a health check goes unanswered the metrics are not asked (each would wait
-        for its timeout), so a hang is called after ``hang_failures`` probes, ~15-20 s."""
+        """Metrics every ``metrics_poll_s``; /health on its own clock, one probe every
+        ``hang_poll_s`` counted start to start (a probe's own time-out does not push the
+        next one back). While a health check goes unanswered the metrics are not asked.
+        So a hang is called ``(hang_failures - 1) * hang_poll_s + hang_timeout_s`` after
+        the first unanswered probe, which comes within ``hang_poll_s`` of the server
+        stopping (plus one metrics time-out if a metrics request was waiting): 12 to 19 s
+        with the defaults."""
         proc = server.proc
         assert proc is not None
         s = self.settings
@@ -343,10 +347,10 @@ class LlamaServerBackend:
                 was_busy = self._read_activity(server, activity, was_busy)
             if time.monotonic() < next_health:
                 continue
+            next_health = time.monotonic() + s.hang_poll_s
             health = http.get(server.port, self.health_path, timeout_s=s.hang_timeout_s,
                               api_key=server.api_key)
             answering = health.status == 200
-            next_health = time.monotonic() + s.hang_poll_s
             if hang.feed(answering) and proc.alive and not server.stop.is_set():
                 log.warning("%s: no answer to %d health checks: killing it as hung",
                             server.launch.config.name, s.hang_failures)
