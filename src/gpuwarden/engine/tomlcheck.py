@@ -171,7 +171,7 @@ class TomlDoc:
     def __init__(self, content: str, source: str, error: type[TomlProblem] = TomlProblem) -> None:
         self.content, self.source, self.error = content, source, error
         self.lines = _lines(content)
-        self.headers, self._statement = _scan(self.lines)
+        self.headers, self._statement, self._deepest = _scan(self.lines)
         self._by_name: dict[str, list[int]] | None = None
         self._starts: list[int] = []
 
@@ -179,12 +179,18 @@ class TomlDoc:
         return self.error(self.source, line, field, message)
 
     def load(self) -> dict[str, Any]:
-        """The parsed document; a syntax error names its line (and column, in the text)."""
+        """The parsed document; a syntax error names its line (and column, in the text),
+        and so does a value nested too deeply for the parser (it recurses, and a few
+        hundred levels exhaust Python's stack)."""
         try:
             return tomllib.loads(self.content)
         except tomllib.TOMLDecodeError as exc:
             found = re.search(r"at line (\d+)", str(exc))
             raise self.fail(int(found[1]) if found else None, None, f"invalid TOML: {exc}") from exc
+        except RecursionError:
+            line, depth = self._deepest
+            raise self.fail(line or None, None, "nested too deeply to read (arrays or "
+                            f"inline tables {depth} levels deep)") from None
 
     def header(self, name: str, nth: int = 0) -> int | None:
         """The line of the ``nth`` (from 0) header ``[name]`` or ``[[name]]``."""
@@ -315,14 +321,16 @@ def _lines(content: str) -> list[str]:
     return lines
 
 
-def _scan(lines: list[str]) -> tuple[list[tuple[int, str]], list[bool]]:
+def _scan(lines: list[str]) -> tuple[list[tuple[int, str]], list[bool], tuple[int, int]]:
     """``(line, name)`` of every ``[table]`` and ``[[array]]`` header (1-based lines),
-    and for each line whether a statement starts on it: the lines inside a multi-line
-    string or a multi-line array are neither headers nor keys. One pass over the text."""
+    for each line whether a statement starts on it (the lines inside a multi-line string
+    or a multi-line array are neither headers nor keys), and ``(line, depth)`` of the
+    deepest nesting of arrays and inline tables. One pass over the text."""
     found: list[tuple[int, str]] = []
     statement: list[bool] = []
     closer: re.Pattern[str] | None = None  # inside a multi-line string: what ends it
     depth = 0  # [ and { of a value still open
+    deepest = (0, 0)
     for n, line in enumerate(lines, start=1):
         starts = closer is None and depth == 0
         statement.append(starts)
@@ -348,9 +356,11 @@ def _scan(lines: list[str]) -> tuple[list[tuple[int, str]], list[bool]]:
                 pos = end.end()
             elif kind in ("[", "{"):
                 depth += 1
+                if depth > deepest[1]:
+                    deepest = (n, depth)
             elif kind in ("]", "}"):
                 depth = max(depth - 1, 0)
-    return found, statement
+    return found, statement, deepest
 
 
 def _say(where: str, message: str) -> str:
