@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import signal
 import sys
 import threading
-from types import FrameType
 
 from gpuwarden.engine.clock import SystemClock
 from gpuwarden.engine.events import Event
 from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.runtime import TelemetryOptions
-from gpuwarden.startup import run_engine
+from gpuwarden.startup import catch_stop_signals, run_engine
 
 
 def _print_event(event: Event) -> None:
@@ -31,12 +31,15 @@ def _run(engine: Engine, args: argparse.Namespace) -> int:
     reader_gone = threading.Event()
 
     def print_event(event: Event) -> None:
-        """Print one event; a reader that has gone (`| head -1`) stops the run."""
+        """Print one event; a reader that has gone (`| head -1`, a terminal closed under
+        it: EIO) stops the run."""
         if reader_gone.is_set():
             return
         try:
             _print_event(event)
-        except BrokenPipeError:
+        except OSError as exc:
+            if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EIO:
+                raise
             reader_gone.set()
             stop.set()
             wake.set()
@@ -46,17 +49,16 @@ def _run(engine: Engine, args: argparse.Namespace) -> int:
             _print_event(event)
         engine.subscribe(print_event)
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
+    def on_signal(_sig: signal.Signals) -> None:
         stop.set()
         wake.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    restore_signals = catch_stop_signals(on_signal)
     try:
         drive(engine, stop, wake, args.duration)
     finally:
         engine.close(leave_running=args.leave_running)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore_signals()
     if reader_gone.is_set():
         raise BrokenPipeError  # cli.main ends the command quietly
     return 0

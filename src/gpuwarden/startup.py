@@ -4,10 +4,12 @@ this user."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
 from gpuwarden.engine.facade import Engine, default_service_paths
 from gpuwarden.engine.lifecycle.config import Config, default_config_path, load_config
@@ -21,6 +23,12 @@ from gpuwarden.engine.supervisor.instance_lock import (
 EXIT_ALREADY_RUNNING = 3
 EXIT_CANNOT_START = 1
 EXIT_USAGE = 2
+# What ends gpuwarden cleanly (every model stopped, as on Ctrl+C): the signals whose
+# default would kill it with its servers running. SIGHUP is a closed terminal or ssh
+# session; there is no reload signal (the config file is watched) and no status signal.
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1",
+                                       "SIGUSR2") if hasattr(signal, name))
 
 
 class ConfigFileMissing(FileNotFoundError):
@@ -107,3 +115,24 @@ def run_engine(config_path: Path | None, interval_s: float | None,
         return engine if isinstance(engine, int) else body(engine)
 
     return run_single_instance(opened, on_already_running)
+
+
+def catch_stop_signals(stop: Callable[[signal.Signals], None]) -> Callable[[], None]:
+    """From now on, each of :data:`STOP_SIGNALS` calls ``stop`` (on the main thread, so it
+    must only ask for the stop) instead of killing gpuwarden; the function returned puts
+    the handlers before back. A signal ignored when gpuwarden started stays ignored
+    (``nohup gpuwarden headless`` outlives its terminal)."""
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop(signal.Signals(signum))
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig, handler in previous.items():
+        if handler != signal.SIG_IGN:
+            signal.signal(sig, on_signal)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
+
+    return restore

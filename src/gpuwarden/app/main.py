@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from gpuwarden.app.single_window import hand_over_to_running_window, watch_for_s
 from gpuwarden.app.window import MainWindow
 from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.runtime import TelemetryOptions, take_snapshot
-from gpuwarden.startup import run_engine
+from gpuwarden.startup import catch_stop_signals, run_engine
 from gpuwarden.widgets.app_prefs import history_seconds, leave_running, start_minimized
 from gpuwarden.widgets.theme import apply_palette, pick_theme
 
@@ -73,11 +72,11 @@ def _run_window(engine: Engine, args: argparse.Namespace) -> int:
     app.setQuitOnLastWindowClosed(False)  # hidden in the tray is not closed; quit() ends it
     window.tray.closing.show_at_start(args.minimized or start_minimized(prefs))
     beacon = watch_for_second_launch(window)  # a second launch brings this window forward
+    # Ctrl+C, a closed terminal (SIGHUP), kill: quit as the menu does, caught before the
+    # engine starts a model. Python handles signals only when it runs (the pulse). Every
+    # quit closes the window first (hidden or not): its engine and models stop.
+    restore_signals = catch_stop_signals(lambda _sig: QTimer.singleShot(0, window.tray.quit))
     bridge.start()
-    # Let Ctrl+C in the terminal close the app: Python handles signals only when it runs.
-    # Every quit closes the window first (hidden or not): its engine and models stop.
-    signal.signal(signal.SIGINT, lambda *_: QTimer.singleShot(0, window.tray.quit))
-    signal.signal(signal.SIGTERM, lambda *_: QTimer.singleShot(0, window.tray.quit))
     pulse = QTimer()
     pulse.timeout.connect(lambda: None)
     pulse.start(250)
@@ -88,3 +87,4 @@ def _run_window(engine: Engine, args: argparse.Namespace) -> int:
     finally:
         beacon.close()  # while the models stop, a second launch is told gpuwarden runs
         bridge.stop()
+        restore_signals()

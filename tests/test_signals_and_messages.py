@@ -1,0 +1,239 @@
+"""Signals end gpuwarden cleanly (a closed terminal, Ctrl+\\, kill -HUP/-QUIT/-USR1): every
+model stopped and said so, no server left behind; and the messages about bad input say
+what is wrong in the user's words, with file:line, no traceback, the right exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from gguf_factory import write_tiny_llama
+from gpuwarden.engine.journal import read_journal
+from gpuwarden.engine.paths import data_dir
+from gpuwarden.engine.supervisor.registry import ServerRegistry, default_registry_path
+from supervision_rig import wait_until
+
+DEADLINE_S = 60.0
+SIMULATED = """
+[[models]]
+name = "chat"
+backend = "simulated"
+vram_mib = 2000
+load_time_s = 0
+autostart = true
+"""
+# A scenario step every second: events keep coming while gpuwarden runs.
+TICKING = "".join(f'[[step]]\nat = {t}\naction = "load"\nutil_pct = {t}\n\n'
+                  for t in range(1, 60))
+
+
+def gpuwarden(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "gpuwarden", *map(str, args)]
+
+
+class Headless:
+    """A real `gpuwarden headless --events -`; its events read on a thread, so waiting for
+    one has a deadline."""
+
+    def __init__(self, *args: str | Path, env: dict[str, str] | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:
+        self.proc = subprocess.Popen([*prefix, *gpuwarden("headless", *args, "--events", "-")],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        self.events: list[dict[str, Any]] = []
+        self._ended = False  # its stdout's end was read
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, kind: str, model: str | None = None) -> dict[str, Any]:
+        """The next event of ``kind`` (about ``model``); fails at the deadline or at EOF."""
+        deadline = threading.Event()
+        timer = threading.Timer(DEADLINE_S, deadline.set)
+        timer.start()
+        try:
+            while not deadline.is_set():
+                try:
+                    line = self._lines.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    self._ended = True
+                    raise AssertionError(f"no {kind} before the end: {self.finish()[1]}")
+                event = json.loads(line)
+                self.events.append(event)
+                if event["type"] == kind and model in (None, event.get("model")):
+                    return event
+        finally:
+            timer.cancel()
+        raise AssertionError(f"no {kind} within {DEADLINE_S} s")
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the exit: its status and stderr; the rest of its events are kept."""
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read()
+        code = self.proc.wait(timeout=DEADLINE_S)
+        while not self._ended and (line := self._lines.get(timeout=DEADLINE_S)) is not None:
+            self.events.append(json.loads(line))
+        self._ended = True
+        return code, err
+
+    def unloaded(self) -> list[tuple[str, str]]:
+        return [(e["model"], e["reason"]) for e in self.events if e["type"] == "model.unloaded"]
+
+
+@pytest.fixture
+def running() -> Iterator[list[Headless]]:
+    started: list[Headless] = []
+    yield started
+    for run in started:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait(timeout=30)
+
+
+def journal_types() -> list[tuple[str, str | None, str | None]]:
+    path = data_dir() / "events.jsonl"
+    return [(e["type"], e.get("model"), e.get("reason")) for e in read_journal(path)]
+
+
+# -- signals ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGINT])
+def test_a_signal_stops_every_model_cleanly(tmp_path: Path, running: list[Headless],
+                                            sig: signal.Signals) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(SIMULATED)
+    run = Headless("--config", config, "--simulate")
+    running.append(run)
+    run.wait_for("model.ready", "chat")
+    run.proc.send_signal(sig)
+    code, err = run.finish()
+    assert (code, err) == (0, "")
+    assert run.unloaded() == [("chat", "shutdown")]
+    assert ("model.unloaded", "chat", "shutdown") in journal_types()
+
+
+def test_closing_the_terminal_stops_every_model_cleanly(tmp_path: Path) -> None:
+    """The kernel's own SIGHUP: gpuwarden runs in a terminal (its controlling tty, all
+    its output there) and the terminal goes away."""
+    config = tmp_path / "config.toml"
+    config.write_text(SIMULATED)
+    master, slave = pty.openpty()
+    take_tty = ("import fcntl, os, sys, termios; os.setsid(); "
+                "fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.executable, sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", take_tty,
+                             *gpuwarden("headless", "--config", config, "--simulate",
+                                        "--events", "-")],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    try:
+        seen = b""
+        while b'"model.ready"' not in seen:  # read until the model runs (or EOF: fail)
+            chunk = os.read(master, 4096)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+    except OSError as exc:  # EIO: the child closed the terminal, it ended early
+        raise AssertionError(seen.decode(errors="replace")) from exc
+    finally:
+        os.close(master)  # the terminal is gone: the kernel hangs up the session
+    assert proc.wait(timeout=DEADLINE_S) in (0, 141)  # 141: its stdout went with it
+    assert ("model.unloaded", "chat", "shutdown") in journal_types()
+
+
+def test_a_hangup_ignored_at_start_stays_ignored_like_nohup(
+        tmp_path: Path, running: list[Headless]) -> None:
+    scenario = tmp_path / "ticking.toml"
+    scenario.write_text(TICKING)
+    config = tmp_path / "config.toml"
+    config.write_text(SIMULATED)
+    nohup = (sys.executable, "-c", "import os, signal, sys; "
+             "signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+             "os.execv(sys.executable, sys.argv[1:])")
+    run = Headless("--config", config, "--simulate", scenario, prefix=nohup)
+    running.append(run)
+    run.wait_for("model.ready", "chat")
+    run.wait_for("scenario.step")
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_for("scenario.step")  # a second later it still runs
+    run.wait_for("scenario.step")
+    assert run.unloaded() == []
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == (0, "")
+    assert run.unloaded() == [("chat", "shutdown")]
+
+
+def servers_of(model: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"] and str(model) in proc.info["cmdline"]:
+            found.append(proc)
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
+def test_a_signal_stops_a_real_llama_server(tmp_path: Path, llama_server_bin: Path,
+                                            running: list[Headless],
+                                            sig: signal.Signals) -> None:
+    model = write_tiny_llama(tmp_path / "tiny.gguf")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[[models]]\nname = "tiny"\nbackend = "llama-server"\n'
+                      f'path = "{model}"\nplacement = "cpu"\ncontext_size = 256\n'
+                      f'args = ["--threads", "1", "--parallel", "1"]\nautostart = true\n')
+    env = {**os.environ, "GPUWARDEN_LLAMA_SERVER": str(llama_server_bin)}
+    run = Headless("--config", config, "--simulate", env=env)
+    running.append(run)
+    run.wait_for("model.ready", "tiny")
+    servers = servers_of(model)
+    assert len(servers) == 1
+    run.proc.send_signal(sig)
+    code, err = run.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert run.unloaded() == [("tiny", "shutdown")]
+    assert wait_until(lambda: not servers[0].is_running(), timeout=DEADLINE_S)
+    assert servers_of(model) == []
+    registry = ServerRegistry(default_registry_path())
+    registry.load()
+    assert registry.records() == {}
+
+
+def test_a_signal_closes_the_window_and_stops_its_models(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(SIMULATED)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    log = tmp_path / "window.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(gpuwarden("--config", config, "--simulate", "--quit-after", "120"),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, env=env)
+    try:
+        assert wait_until(lambda: ("model.ready", "chat", None) in [
+            (t, m, None) for t, m, _ in journal_types()] or proc.poll() is not None,
+            timeout=DEADLINE_S), log.read_text()
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=DEADLINE_S) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert ("model.unloaded", "chat", "shutdown") in journal_types()
+    assert "Traceback" not in log.read_text()
