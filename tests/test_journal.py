@@ -120,16 +120,23 @@ def test_a_write_failure_is_reported_once_and_never_raises(
     blocker.write_text("a file where the folder should be")
     journal = Journal(blocker / "events.jsonl")
     with caplog.at_level(logging.ERROR, logger="gpuwarden.engine.journal"):
-        results = [journal.write(step(n)) for n in range(3)]
+        results = [journal.write(step(n)) for n in range(1, 4)]
     assert results == [False, False, False]
-    assert journal.last_error is not None and "cannot be written" in journal.last_error
+    assert journal.last_error == f"its folder {blocker} cannot be made (File exists)"
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
-    assert caplog.records[0].exc_info is not None  # with its traceback
+    assert caplog.records[0].exc_info is None  # one line, no traceback
+    assert "cannot write the event journal" in caplog.text
     blocker.unlink()  # the disk is fine again
     assert journal.write(step(9)) is True
     assert journal.last_error is None
     journal.close()
-    assert seqs(journal.path) == [9]
+    assert journal.last_gap is not None
+    gap, event = read_journal(journal.path)  # the gap is said first, in the same write
+    assert gap == {"ts": step(9).ts, "type": "journal.gap", "missed": 3, "first_seq": 1,
+                   "last_seq": 3, "reason": journal.last_gap.reason}
+    assert event["seq"] == 9
+    assert journal.last_gap.missed == 3 and "cannot be made" in journal.last_gap.reason
+    assert "3 events (seq 1-3) could not be recorded" in journal.last_gap.describe()
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
@@ -137,6 +144,7 @@ def test_a_full_disk_does_not_raise() -> None:
     journal = Journal(Path("/dev/full"))
     assert journal.write(step(1)) is False
     assert journal.last_error is not None and "No space" in journal.last_error
+    assert journal.write(step(2)) is False  # no error on close: nothing left to flush
     journal.close()
 
 

@@ -30,6 +30,7 @@ from gpuwarden.engine.events import (
     EventBus,
     Listener,
     StorageError,
+    StorageRecovered,
 )
 from gpuwarden.engine.journal import Journal, default_journal_path
 from gpuwarden.engine.lifecycle.backend import (
@@ -105,7 +106,6 @@ class Engine:
         self._bus = sampler.bus
         self._config_path = config_path
         self._journal = Journal(paths.journal) if paths.journal is not None else None
-        self._journal_failing = False
         if self._journal is not None:
             self._bus.subscribe(self._journal_write)
         self._simulated_ram = SimulatedRam()
@@ -437,14 +437,21 @@ class Engine:
         return measured_vram_mib(self._sampler.read_processes(), pids)
 
     def _journal_write(self, event: Event) -> None:
-        assert self._journal is not None
-        if self._journal.write(event) or isinstance(event, StorageError):
-            self._journal_failing = False
-            return
-        if not self._journal_failing:
-            self._journal_failing = True
-            self._bus.publish(StorageError(path=str(self._journal.path),
-                                           message=self._journal.last_error or "write failed"))
+        """One storage.error when an outage begins (events that fail meanwhile, that one
+        included, are only counted) and one storage.recovered when it ends. Both are
+        published from this listener, so the bus delivers them after ``event``."""
+        journal = self._journal
+        assert journal is not None
+        was_failing = journal.last_error is not None
+        if journal.write(event):
+            if was_failing and journal.last_gap is not None:
+                self._bus.publish(StorageRecovered(path=str(journal.path),
+                                                   message=journal.last_gap.describe(),
+                                                   missed=journal.last_gap.missed))
+        elif not was_failing and journal.last_error is not None:
+            self._bus.publish(StorageError(
+                path=str(journal.path), message=f"{journal.last_error}; events are not "
+                "recorded in the journal until it can be written again"))
 
 
 def _llama_binary(config: Config) -> Path | None:

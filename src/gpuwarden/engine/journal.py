@@ -6,17 +6,20 @@
 fresh one.
 
 Errors: the journal never raises into the engine. :meth:`Journal.write` returns ``True``
-when the line reached the file and ``False`` when it did not. While the disk refuses
-writes (full, read-only, gone), ``last_error`` holds a sentence a person can read, and
-the traceback is logged once per outage, not once per event; the first successful write
-afterwards clears it. The manager can emit an event when ``write`` returns ``False`` and
-``last_error`` was ``None`` before the call.
+when the line reached the file and ``False`` when it did not. An outage (disk full,
+read-only, the path a folder or a FIFO) is logged in one line when it begins; while it
+lasts ``last_error`` says why, and the events that could not be written are counted. The
+first write that works again is preceded, in the same write, by a ``journal.gap`` line
+(``missed``, ``first_seq``, ``last_seq``, ``reason``; no ``seq`` of its own) and
+``last_gap`` holds the same figures, so a gap is never silent. The file is opened
+non-blocking and only a regular file or a device is written: a FIFO never blocks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import json
 import logging
 import os
@@ -25,14 +28,14 @@ import threading
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path, PurePath
-from typing import IO, Any
+from typing import Any
 
 from gpuwarden.engine import paths
 from gpuwarden.engine.events import Event
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Journal", "default_journal_path", "read_journal"]
+__all__ = ["Journal", "JournalGap", "default_journal_path", "read_journal"]
 
 
 def default_journal_path() -> Path:
@@ -56,6 +59,28 @@ def _to_json(o: Any) -> Any:
     return str(o)
 
 
+@dataclasses.dataclass(frozen=True)
+class JournalGap:
+    """The events one outage kept out of the journal."""
+
+    missed: int
+    first_seq: int
+    last_seq: int
+    reason: str
+
+    def describe(self) -> str:
+        seqs = f"seq {self.first_seq}" if self.first_seq == self.last_seq \
+            else f"seq {self.first_seq}-{self.last_seq}"
+        return (f"{self.missed} event{'s' if self.missed != 1 else ''} ({seqs}) could not "
+                f"be recorded while it failed ({self.reason}); the journal marks the gap")
+
+    def line(self, ts: float) -> bytes:
+        record = {"ts": ts, "type": "journal.gap", "missed": self.missed,
+                  "first_seq": self.first_seq, "last_seq": self.last_seq,
+                  "reason": self.reason}
+        return _encode(record)
+
+
 class Journal:
     """Writes events to ``path`` as JSON lines. Thread-safe; opens the file lazily."""
 
@@ -67,8 +92,10 @@ class Journal:
         self._path = Path(path)
         self.max_bytes = max_bytes
         self.backups = backups
-        self.last_error: str | None = None
-        self._file: IO[bytes] | None = None
+        self.last_error: str | None = None  # why it cannot be written, during an outage
+        self.last_gap: JournalGap | None = None  # what the last outage that ended missed
+        self._missing: JournalGap | None = None  # what the outage under way misses
+        self._fd: int | None = None
         self._size = 0
         self._lock = threading.Lock()
 
@@ -79,28 +106,22 @@ class Journal:
     def write(self, event: Event) -> bool:
         """Append one event. ``True`` when written; ``False`` (never an exception) if not."""
         try:
-            line = json.dumps(
-                event.to_dict(), ensure_ascii=False, separators=(",", ":"), default=_to_json
-            )
+            data = _encode(event.to_dict())
         except (TypeError, ValueError, RecursionError):
             log.exception("event %s cannot be written to the journal", event.TYPE)
             return False
-        data = (line + "\n").encode("utf-8")
         with self._lock:
+            gap = self._missing
+            if gap is not None:
+                data = gap.line(event.ts) + data
             try:
-                f = self._open()
-                if self._size > 0 and self._size + len(data) > self.max_bytes:
-                    self._rotate()
-                    f = self._open()
-                f.write(data)
-                f.flush()
-                self._size += len(data)
+                self._append(data)
             except OSError as exc:
-                self._fail(exc)
+                self._fail(exc, event.seq)
                 return False
-            if self.last_error is not None:
-                log.info("journal %s is writable again", self._path)
-                self.last_error = None
+            if gap is not None:
+                log.info("journal %s is writable again; %s", self._path, gap.describe())
+                self.last_gap, self._missing, self.last_error = gap, None, None
             return True
 
     def close(self) -> None:
@@ -116,31 +137,44 @@ class Journal:
 
     # -- internals (called with the lock held) ------------------------------------------
 
-    def _open(self) -> IO[bytes]:
-        if self._file is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            if _blocks_or_fails(self._path):  # opening a FIFO would block forever
-                raise IsADirectoryError(0, f"{self._path} is not a regular file")
-            f = open(self._path, "ab")  # noqa: SIM115 - kept open across writes
+    def _append(self, data: bytes) -> None:
+        fd = self._open()
+        if self._size > 0 and self._size + len(data) > self.max_bytes:
+            self._rotate()
+            fd = self._open()
+        _write_all(fd, data)
+        self._size += len(data)
+
+    def _open(self) -> int:
+        if self._fd is None:
+            _make_folder(self._path.parent)
+            _refuse_odd_file(self._path)
+            # O_NONBLOCK: a FIFO put there after the check fails at once instead of waiting
+            # for a reader; unbuffered, so a failed write leaves nothing to flush at close.
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o666)
             try:
-                self._size = os.fstat(f.fileno()).st_size
-                if self._size > 0 and not _ends_with_newline(self._path):
+                info = os.fstat(fd)
+                _refuse_odd_mode(info.st_mode)
+                self._size = info.st_size
+                if stat.S_ISREG(info.st_mode) and self._size > 0 \
+                        and not _ends_with_newline(self._path):
                     # A crash left a torn last line: end it, so the next event stands alone.
-                    f.write(b"\n")
+                    _write_all(fd, b"\n")
                     self._size += 1
             except OSError:
-                f.close()
+                os.close(fd)
                 raise
-            self._file = f
-        return self._file
+            self._fd = fd
+        return self._fd
 
     def _close(self) -> None:
-        f, self._file = self._file, None
-        if f is not None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
             try:
-                f.close()
-            except OSError:
-                log.warning("closing journal %s failed", self._path, exc_info=True)
+                os.close(fd)
+            except OSError as exc:
+                log.warning("closing journal %s failed: %s", self._path, exc.strerror or exc)
 
     def _rotate(self) -> None:
         self._close()
@@ -154,24 +188,56 @@ class Journal:
             os.replace(self._path, _numbered(self._path, 1))
         self._size = 0
 
-    def _fail(self, exc: OSError) -> None:
-        self._close()  # reopen next time: the handle may hold a half-written buffer
-        if self.last_error is None:
-            log.error("cannot write the event journal %s", self._path, exc_info=exc)
-        self.last_error = (
-            f"The event journal {self._path} cannot be written ({exc.strerror or exc}); "
-            "events are not being recorded."
-        )
+    def _fail(self, exc: OSError, seq: int) -> None:
+        self._close()  # reopen next time: the file may have been replaced meanwhile
+        reason = exc.strerror or str(exc)
+        missing = self._missing
+        if missing is None:
+            log.error("cannot write the event journal %s (%s); events are not recorded "
+                      "until it can be written again", self._path, reason)
+            missing = JournalGap(0, seq, seq, reason)
+        self._missing = dataclasses.replace(missing, missed=missing.missed + 1,
+                                            last_seq=seq, reason=reason)
+        self.last_error = reason
 
 
-def _blocks_or_fails(path: Path) -> bool:
-    """A FIFO, socket or folder where the journal should be (devices such as /dev/null
-    are fine)."""
+def _encode(record: dict[str, Any]) -> bytes:
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_to_json)
+    return (line + "\n").encode("utf-8")
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"its folder {folder} cannot be made "
+                                 f"({exc.strerror or exc})") from exc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+_ODD_KINDS = ((stat.S_ISDIR, "it is a folder, not a file"),
+              (stat.S_ISFIFO, "it is a FIFO (named pipe), not a file"),
+              (stat.S_ISSOCK, "it is a socket, not a file"))
+
+
+def _refuse_odd_mode(mode: int) -> None:
+    """A folder, FIFO or socket is refused (devices such as /dev/null are fine)."""
+    for is_kind, words in _ODD_KINDS:
+        if is_kind(mode):
+            raise OSError(errno.EINVAL, words)
+
+
+def _refuse_odd_file(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except OSError:
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISDIR(mode)
+        return  # missing (it is created) or unreachable (the open says why)
+    _refuse_odd_mode(mode)
 
 
 def _numbered(path: Path, n: int) -> Path:
@@ -179,9 +245,13 @@ def _numbered(path: Path, n: int) -> Path:
 
 
 def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+    """False where it cannot be read either: one empty line more is harmless."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+    except OSError:
+        return False
 
 
 def _journal_files(path: Path) -> list[Path]:

@@ -49,6 +49,8 @@ from gpuwarden.engine.events.system import (
     SafetyVerdictChanged,
     ScenarioStep,
     StorageError,
+    StorageProblem,
+    StorageRecovered,
 )
 
 __all__ = [
@@ -85,6 +87,8 @@ __all__ = [
     "ScenarioStep",
     "Severity",
     "StorageError",
+    "StorageProblem",
+    "StorageRecovered",
     "SwapEvicted",
     "SwapRestored",
     "UnloadReason",

@@ -93,6 +93,35 @@ class StorageError(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StorageRecovered(Event):
+    """A file gpuwarden could not write (a ``storage.error``) can be written again;
+    ``missed`` counts what was lost meanwhile (the journal: events not recorded)."""
+
+    TYPE: ClassVar[str] = "storage.recovered"
+    path: str
+    message: str = ""
+    missed: int = 0
+
+    def describe(self) -> str:
+        detail = f": {self.message}" if self.message else ""
+        return f"{self.path} can be written again{detail}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageProblem(Event):
+    """One of gpuwarden's own data files (hints, server records, learned overhead) could
+    not be read, or had entries that were dropped; ``message`` says what was kept."""
+
+    TYPE: ClassVar[str] = "storage.problem"
+    SEVERITY: ClassVar[Severity] = "warning"
+    path: str
+    message: str
+
+    def describe(self) -> str:
+        return capital(self.message)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigProblemFound(Event):
     """An entry or setting of the config file that was skipped or replaced by a default."""
 
