@@ -20,9 +20,13 @@ import psutil
 import pytest
 
 from gguf_factory import write_tiny_llama
+from gpuwarden.engine.alerts import AlertBoard
+from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.journal import read_journal
 from gpuwarden.engine.paths import data_dir
+from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
 from gpuwarden.engine.supervisor.registry import ServerRegistry, default_registry_path
+from gpuwarden.startup import open_engine
 from supervision_rig import wait_until
 
 DEADLINE_S = 60.0
@@ -237,3 +241,78 @@ def test_a_signal_closes_the_window_and_stops_its_models(tmp_path: Path) -> None
             proc.wait(timeout=30)
     assert ("model.unloaded", "chat", "shutdown") in journal_types()
     assert "Traceback" not in log.read_text()
+
+
+# -- a config file nothing can be used from --------------------------------------------
+
+UNUSABLE = {  # what is in the file -> what the user reads
+    "syntax": (b'[[models]\nname = "x"\n',
+               ":1: invalid TOML: Expected ']]' at the end of an array declaration "
+               "(at line 1, column 9)"),
+    "not utf-8": (b'[[models]]\nname = "caf\xe9"\n', ":2: cannot read: not UTF-8 text (byte 0xe9)"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE))
+def test_headless_refuses_a_config_file_it_cannot_use(tmp_path: Path, case: str) -> None:
+    content, said = UNUSABLE[case]
+    config = tmp_path / "config.toml"
+    config.write_bytes(content)
+    done = subprocess.run(gpuwarden("headless", "--config", config, "--simulate",
+                                    "--duration", "30", "--events", "-"),
+                          capture_output=True, text=True, timeout=DEADLINE_S)
+    assert done.returncode == 2
+    assert done.stderr == (f"gpuwarden: error: {config}{said}\n"
+                           "gpuwarden: error: nothing in the config file could be used: "
+                           "fix it and start again\n")
+    assert done.stdout == ""
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file of mode 000")
+def test_headless_refuses_an_unreadable_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(SIMULATED)
+    config.chmod(0)
+    done = subprocess.run(gpuwarden("headless", "--config", config, "--simulate"),
+                          capture_output=True, text=True, timeout=DEADLINE_S)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"gpuwarden: error: {config}: cannot read: Permission denied\n")
+
+
+def test_the_window_starts_with_a_config_file_it_cannot_use_and_says_why(
+        tmp_path: Path) -> None:
+    """The window's start: the engine runs with no models, the problem is a config.problem
+    (an alert in the window), and the file once fixed is read again."""
+    config = tmp_path / "config.toml"
+    config.write_bytes(UNUSABLE["syntax"][0])
+    engine = open_engine(config, None, TelemetryOptions(simulate=SimulateSpec()))
+    assert isinstance(engine, Engine)
+    try:
+        assert engine.config.models == ()
+        problems = [e.to_dict()["message"] for e in engine.events_since(0)
+                    if e.type == "config.problem"]
+        assert problems == [f"{config}{UNUSABLE['syntax'][1]}",
+                            f"nothing in {config} could be used: no models until it is "
+                            "fixed (it is read again when it changes)"]
+        board = AlertBoard()
+        for event in engine.events_since(0):
+            board.apply(event)
+        assert any(UNUSABLE["syntax"][1] in a.detail for a in board.active())
+        config.write_text(SIMULATED)
+        assert engine.reload_config().ok
+        assert [m.name for m in engine.config.models] == ["chat"]
+    finally:
+        engine.close()
+
+
+def test_a_config_with_some_bad_entries_still_runs_the_good_ones(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(SIMULATED + '\n[[models]]\nname = "bad"\nbackend = "warp"\n')
+    done = subprocess.run(gpuwarden("headless", "--config", config, "--simulate",
+                                    "--duration", "2", "--events", "-"),
+                          capture_output=True, text=True, timeout=DEADLINE_S)
+    assert done.returncode == 0, done.stderr
+    assert f"{config}:11: model 'bad': 'backend' must be one of" in done.stderr
+    ready = [json.loads(line)["model"] for line in done.stdout.splitlines()
+             if json.loads(line)["type"] == "model.ready"]
+    assert ready == ["chat"]

@@ -22,7 +22,10 @@ def _print_event(event: Event) -> None:
 
 
 def cmd_headless(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
-    return run_engine(args.config, args.interval, telemetry, lambda engine: _run(engine, args))
+    """A config file nothing could be used from ends it at once (status 2): with no model
+    to run, a headless gpuwarden would only hide the mistake."""
+    return run_engine(args.config, args.interval, telemetry, lambda engine: _run(engine, args),
+                      refuse_unusable=True)
 
 
 def _run(engine: Engine, args: argparse.Namespace) -> int:

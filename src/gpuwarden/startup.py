@@ -35,12 +35,20 @@ class ConfigFileMissing(FileNotFoundError):
     pass
 
 
-def read_config(path: Path | None) -> tuple[Config, list[str], Path | None]:
+class ConfigFileUnusable(ValueError):
+    """Nothing in the config file could be used (unreadable, not TOML): ``str()`` is the
+    problem, ``file:line: what``."""
+
+
+def read_config(path: Path | None, *, refuse_unusable: bool = False
+                ) -> tuple[Config, list[str], Path | None]:
     """The config, the problems a person should read (file:line: ...), and the file to
     watch for changes.
 
     An explicit path that does not exist raises ConfigFileMissing; a missing default file
-    means no models yet, which is said as a note, not an error.
+    means no models yet, which is said as a note, not an error. A file nothing could be
+    used from raises ConfigFileUnusable when ``refuse_unusable``; else it is a note, and
+    the file is watched until it is fixed.
     """
     if path is None:
         default = default_config_path()
@@ -54,20 +62,32 @@ def read_config(path: Path | None) -> tuple[Config, list[str], Path | None]:
         raise ConfigFileMissing(f"{path}: not a regular file")
     config, problems = load_config(path)
     notes = [str(p) for p in problems]
-    if problems:
+    unusable = next((p for p in problems if p.whole_file), None)
+    if unusable is not None and refuse_unusable:
+        raise ConfigFileUnusable(str(unusable))
+    if unusable is not None:
+        notes.append(f"nothing in {path} could be used: no models until it is fixed (it is "
+                     "read again when it changes)")
+    elif problems:
         notes.append(f"{len(config.models)} valid model(s) loaded from {path}; the entries "
                      "above were skipped")
     return config, notes, path
 
 
 def open_engine(config_path: Path | None, interval_s: float | None,
-                telemetry: TelemetryOptions) -> Engine | int:
+                telemetry: TelemetryOptions, *, refuse_unusable: bool = False
+                ) -> Engine | int:
     """The engine the user asked for, its start-up problems printed to stderr; or the
-    exit status when it cannot be built (a missing config file)."""
+    exit status when it cannot be built (a missing config file, or one nothing could be
+    used from when ``refuse_unusable``: headless, which would run nothing)."""
     try:
-        config, notes, watched = read_config(config_path)
+        config, notes, watched = read_config(config_path, refuse_unusable=refuse_unusable)
     except ConfigFileMissing as exc:
         print(f"gpuwarden: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigFileUnusable as exc:
+        print(f"gpuwarden: error: {exc}\ngpuwarden: error: nothing in the config file could "
+              "be used: fix it and start again", file=sys.stderr)
         return EXIT_USAGE
     telemetry = replace(telemetry, interval_s=interval_s or config.sample_interval_s)
     engine = Engine.build(config, telemetry, default_service_paths(), problems=notes,
@@ -106,12 +126,14 @@ def run_single_instance(body: Callable[[], int],
 
 def run_engine(config_path: Path | None, interval_s: float | None,
                telemetry: TelemetryOptions, body: Callable[[Engine], int],
-               on_already_running: Callable[[], int | None] | None = None) -> int:
+               on_already_running: Callable[[], int | None] | None = None, *,
+               refuse_unusable: bool = False) -> int:
     """Open the engine as the only gpuwarden and hand it to ``body`` (the window or the
     headless loop), which drives it and closes it; ``on_already_running`` as in
-    :func:`run_single_instance`."""
+    :func:`run_single_instance`, ``refuse_unusable`` as in :func:`open_engine`."""
     def opened() -> int:
-        engine = open_engine(config_path, interval_s, telemetry)
+        engine = open_engine(config_path, interval_s, telemetry,
+                             refuse_unusable=refuse_unusable)
         return engine if isinstance(engine, int) else body(engine)
 
     return run_single_instance(opened, on_already_running)

@@ -160,9 +160,12 @@ def read_text(path: str | Path, error: type[TomlProblem] = TomlProblem) -> str:
         if Path(path).exists() and not Path(path).is_file():
             raise IsADirectoryError(0, "not a regular file")  # a FIFO would block forever
         return Path(path).read_text(encoding="utf-8").removeprefix("\ufeff")  # BOM
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise error(str(path), None, None, f"cannot read: {reason}") from exc
+    except UnicodeDecodeError as exc:  # the line, and the byte, of the first bad one
+        line = exc.object[:exc.start].count(b"\n") + 1
+        bad = f"byte 0x{exc.object[exc.start]:02x}"
+        raise error(str(path), line, None, f"cannot read: not UTF-8 text ({bad})") from exc
+    except OSError as exc:
+        raise error(str(path), None, None, f"cannot read: {exc.strerror or exc}") from exc
 
 
 class TomlDoc:

@@ -131,13 +131,15 @@ _UNNAMED = re.compile(r"models\[\d+\]")
 @dataclass(frozen=True)
 class ConfigProblem:
     """One problem in a config file. ``entry`` is the model's name, or ``models[3]`` (the
-    third ``[[models]]`` entry) when it has none; None for global settings."""
+    third ``[[models]]`` entry) when it has none; None for global settings.
+    ``whole_file``: the file could not be read or parsed, so nothing in it was used."""
 
     path: str
     line: int | None
     entry: str | None
     field: str | None
     message: str
+    whole_file: bool = False
 
     def __str__(self) -> str:
         """``config.toml:12: model 'llama-8b': 'idle_timeout_s' must be ..., got -5``."""
@@ -230,7 +232,7 @@ def load_config(path: Path) -> tuple[Config, list[ConfigProblem]]:
     try:
         content = read_text(path)
     except TomlProblem as exc:
-        return Config(source=str(path)), [_problem(exc, None)]
+        return Config(source=str(path)), [_whole_file(exc)]
     return parse_config(content, str(path), path.expanduser().absolute().parent)
 
 
@@ -243,12 +245,17 @@ def parse_config(
     try:
         data = doc.load()
     except TomlProblem as exc:
-        return Config(source=source), [_problem(exc, None)]
+        return Config(source=source), [_whole_file(exc)]
     return _Parser(doc, base_dir if base_dir is not None else Path.cwd()).parse(data)
 
 
 def _problem(problem: TomlProblem, entry: str | None, suffix: str = "") -> ConfigProblem:
     return ConfigProblem(problem.path, problem.line, entry, problem.field, problem.message + suffix)
+
+
+def _whole_file(problem: TomlProblem) -> ConfigProblem:
+    return ConfigProblem(problem.path, problem.line, None, None, problem.message,
+                         whole_file=True)
 
 
 def _pressure_settings(pressure: PressureConfig) -> dict[str, float]:

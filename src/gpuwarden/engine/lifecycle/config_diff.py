@@ -38,7 +38,6 @@ SETTINGS: tuple[str, ...] = ("pressure", "restart", "safety", "sample_interval_s
                              "llama_server")
 _SETTING_NAMES = {"sample_interval_s": "sample interval", "llama_server": "llama-server path"}
 # How tomlcheck.read_text and TomlDoc.load word a file that yields nothing at all.
-_UNUSABLE_PREFIXES = ("cannot read:", "invalid TOML:")
 _UNNAMED = re.compile(r"models\[\d+\]")  # how config.py labels an entry with no name
 _SETTING_OF: dict[str, str] = {
     **dict.fromkeys((*PRESSURE_FIELDS, "pressure"), "pressure"),
@@ -127,7 +126,7 @@ def _unusable(new: Config, problems: Sequence[ConfigProblem]) -> str | None:
     if new.models:
         return None
     for problem in problems:
-        if problem.entry is None and problem.message.startswith(_UNUSABLE_PREFIXES):
+        if problem.whole_file:
             return " ".join(str(problem).split())  # one line
     return None
 
