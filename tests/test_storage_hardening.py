@@ -11,8 +11,10 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from gpuwarden.engine.clock import FakeClock
 from gpuwarden.engine.events import Event
 from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.journal import read_journal
-from gpuwarden.engine.lifecycle.config import Config
+from gpuwarden.engine.lifecycle.config import Config, ModelConfig
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
 from lifecycle_helpers import model
 
@@ -195,4 +197,93 @@ def test_a_read_only_journal_recovers_when_made_writable(tmp_path: Path) -> None
     gap, *written = read_journal(journal)
     assert (gap["type"], gap["missed"], gap["last_seq"]) == ("journal.gap", missed, missed)
     assert [e["seq"] for e in written] == [e["seq"] for e in events[missed:]]
+    assert "Traceback" not in stderr
+
+
+# -- the hints: the user's overrides are never lost -----------------------------------------
+
+# An engine run that changes a hint (so there is something to save at the end), printing
+# its events as headless does.
+HINTS_RUN = """
+import json, sys
+from pathlib import Path
+from gpuwarden.engine.facade import Engine, ServicePaths
+from gpuwarden.engine.lifecycle.config import Config, ModelConfig
+from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
+
+engine = Engine.build(
+    Config(models=(ModelConfig(name="chat", backend="simulated", vram_mib=2000.0),)),
+    TelemetryOptions(simulate=SimulateSpec()),
+    ServicePaths(journal=None, hints=Path(sys.argv[1])))
+print_event = lambda e: print(json.dumps(e.to_dict()), flush=True)
+for event in engine.events_since(0):
+    print_event(event)
+engine.subscribe(print_event)
+engine.start(watch_config=False)
+assert engine.set_priority("chat", 3).ok
+engine.close()
+"""
+
+
+def users_hints() -> bytes:
+    now = time.time()
+    doc = {"version": 1, "models": {
+        "chat": {"eviction_override": "never", "priority_override": 7, "updated_ts": now},
+        "coder": {"priority_override": -2, "updated_ts": now}}}
+    return json.dumps(doc).encode()
+
+
+def run_with_hints(tmp_path: Path, hints: Path) -> tuple[list[dict[str, Any]], str]:
+    done = subprocess.run([*unprivileged(), sys.executable, "-c", HINTS_RUN, str(hints)],
+                          capture_output=True, text=True, env=user_env(tmp_path), timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
+
+
+def test_an_unreadable_hints_file_is_left_as_it_is_and_its_overrides_survive(
+        tmp_path: Path) -> None:
+    hints = data_dir(tmp_path) / "hints.json"
+    original = users_hints()
+    hints.write_bytes(original)
+    hints.chmod(0o000)
+
+    events, stderr = run_with_hints(tmp_path, hints)
+
+    assert stat.S_IMODE(hints.stat().st_mode) == 0o000  # untouched, not replaced
+    hints.chmod(0o600)
+    assert hints.read_bytes() == original
+    (problem,) = of_type(events, "storage.problem")
+    assert problem["path"] == str(hints)
+    assert "hints.json could not be read (Permission denied)" in problem["message"]
+    assert "left as it is" in problem["message"] and "make it readable" in problem["message"]
+    assert not of_type(events, "storage.error") and not of_type(events, "config.problem")
+    assert "Traceback" not in stderr
+
+
+def test_once_readable_again_the_overrides_are_back(tmp_path: Path) -> None:
+    hints = data_dir(tmp_path) / "hints.json"
+    original = users_hints()
+    hints.write_bytes(original)
+    hints.chmod(0o000)
+    run_with_hints(tmp_path, hints)
+    hints.chmod(0o600)  # the user fixes the rights
+    assert hints.read_bytes() == original
+
+    engine = Engine.build(Config(models=(ModelConfig(name="chat", backend="simulated"),)),
+                          TelemetryOptions(simulate=SimulateSpec()),
+                          ServicePaths(journal=None, hints=hints), clock=FakeClock())
+    row = engine.model("chat")
+    engine.close()
+    assert row is not None
+    assert (row.priority, row.priority_source) == (7, "user")
+    assert (row.eviction, row.eviction_source) == ("never", "user")
+
+
+def test_a_hints_path_that_is_a_fifo_is_not_replaced(tmp_path: Path) -> None:
+    hints = data_dir(tmp_path) / "hints.json"
+    os.mkfifo(hints)
+    events, stderr = run_with_hints(tmp_path, hints)
+    assert stat.S_ISFIFO(hints.stat().st_mode)
+    (problem,) = of_type(events, "storage.problem")
+    assert "not a regular file" in problem["message"] and "left as it is" in problem["message"]
     assert "Traceback" not in stderr

@@ -30,6 +30,7 @@ from gpuwarden.engine.events import (
     EventBus,
     Listener,
     StorageError,
+    StorageProblem,
     StorageRecovered,
 )
 from gpuwarden.engine.journal import Journal, default_journal_path
@@ -115,8 +116,9 @@ class Engine:
         self._simulated_backend = SimulatedBackend(self._simulated_probe(), self._clock,
                                                    self._simulated_ram)
         self._registry = ServerRegistry(paths.registry) if paths.registry is not None else None
-        self.startup_problems = [str(p) for p in
-                                 (self._registry.load() if self._registry is not None else [])]
+        self._file_problems: list[StorageProblem] = []  # published once all is built
+        self.startup_problems = self._noted(paths.registry, self._registry.load()
+                                            if self._registry is not None else [])
         logs = paths.logs or data_dir() / "logs"
         self._llama_server = LlamaServerBackend(logs, binary=_llama_binary(config),
                                                 registry=self._registry)
@@ -124,10 +126,10 @@ class Engine:
                                         "llama-server": self._llama_server,
                                         "llama-cpp": LlamaCppPythonBackend(logs)}
         self._hints = HintStore(paths.hints, self._clock) if paths.hints is not None else None
-        self.startup_problems += [str(p) for p in
-                                  (self._hints.load() if self._hints is not None else [])]
+        self.startup_problems += self._noted(paths.hints, self._hints.load()
+                                             if self._hints is not None else [])
         overhead = OverheadBook(paths.overhead, self._clock)
-        self.startup_problems += overhead.load()
+        self.startup_problems += self._noted(paths.overhead, overhead.load())
         self._planner = Planner(overhead, fit_tool=self._fit_tool)
         self._manager = LifecycleManager(config, backends, bus=self._bus, clock=self._clock,
                                          hints=self._hints, measure=self._measure,
@@ -144,8 +146,10 @@ class Engine:
         self._running = False
         self._watcher: ConfigWatcher | None = None
         self._config_file = ConfigFile(config_path) if config_path is not None else None
-        for problem in (*problems, *self.startup_problems):
+        for problem in problems:
             self._bus.publish(ConfigProblemFound(message=str(problem)))
+        for found in self._file_problems:
+            self._bus.publish(found)
 
     @classmethod
     def build(cls, config: Config, telemetry: TelemetryOptions, paths: ServicePaths, *,
@@ -435,6 +439,13 @@ class Engine:
     def _measure(self, pids: Collection[int]) -> float | None:
         """VRAM these processes hold right now, from the GPU probe's own process lists."""
         return measured_vram_mib(self._sampler.read_processes(), pids)
+
+    def _noted(self, path: Path | None, problems: Iterable[object]) -> list[str]:
+        """Problems reading one of gpuwarden's own files (records, hints, overhead): kept
+        to be published as storage.problem events, and returned for start-up to print."""
+        texts = [str(p) for p in problems]
+        self._file_problems += [StorageProblem(path=str(path or ""), message=t) for t in texts]
+        return texts
 
     def _journal_write(self, event: Event) -> None:
         """One storage.error when an outage begins (events that fail meanwhile, that one

@@ -67,8 +67,7 @@ def set_aside(path: Path, why: str, spec: DocSpec, clock: Clock) -> str:
     except OSError as exc:
         log.warning("cannot move %s aside", path, exc_info=True)
         return (f"{path.name} was unreadable ({why}) and could not be moved aside "
-                f"({exc.strerror or exc}); {spec.consequence}, and the next save will "
-                "replace it")
+                f"({exc.strerror or exc}); {spec.consequence}")
     log.warning("%s was unreadable (%s); moved to %s", path, why, target)
     return f"{path.name} was unreadable ({why}) and was moved to {target.name}; " \
         f"{spec.consequence}"

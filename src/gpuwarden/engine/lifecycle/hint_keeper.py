@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from gpuwarden.engine.clock import Clock
-from gpuwarden.engine.events import EventBus, StorageError
+from gpuwarden.engine.events import EventBus, StorageError, StorageRecovered
 from gpuwarden.engine.lifecycle.hints import HintStore
 from gpuwarden.engine.lifecycle.state import ModelState
 
 log = logging.getLogger(__name__)
 
 SAVE_EVERY_S = 60.0
+_KEPT = "use counts and the choices made in the window are kept in memory and saved when it works"
 
 
 class HintKeeper:
@@ -47,17 +48,21 @@ class HintKeeper:
             self.save()
 
     def save(self) -> None:
-        """Write now; a failure becomes one storage.error event per outage."""
+        """Write now; a failure is one storage.error per outage (and one line in the log),
+        the next save that works one storage.recovered."""
         if self._store is None:
             return
         self._saved_at = self._clock.time()
+        path = str(self._store.path)
         try:
             self._store.save()
         except OSError as exc:
-            log.warning("cannot save hints to %s", self._store.path, exc_info=True)
             if not self._failing:
-                self._bus.publish(StorageError(path=str(self._store.path),
-                                               message=exc.strerror or str(exc)))
+                reason = exc.strerror or str(exc)
+                log.warning("cannot save hints to %s: %s", path, reason)
+                self._bus.publish(StorageError(path=path, message=f"{reason}; {_KEPT}"))
             self._failing = True
             return
+        if self._failing:
+            self._bus.publish(StorageRecovered(path=path))
         self._failing = False

@@ -1,9 +1,11 @@
 """Per-model hints that survive a restart: last use, use count, the user's overrides.
 
 Stored in ``hints.json`` as ``{"version": 1, "models": {name: {...}}}``. Hints that have
-not changed for :data:`STALE_AFTER_S` are dropped on load. A file that cannot be read is
-moved aside (never deleted) and reported in words; one bad entry is dropped and reported
-while the others load.
+not changed for :data:`STALE_AFTER_S` are dropped on load. A file whose content is not
+valid is moved aside (never deleted) and reported in words; one bad entry is dropped and
+reported while the others load. A file that is there but cannot be read (its rights, not
+a regular file) or moved aside is left exactly as it is and never written this run, so
+the user's overrides in it survive until it can be read again.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +90,9 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(ModelHints))
 
 
 _SPEC = DocSpec(FORMAT_VERSION, "models", dict, "starting with no hints")
+_LEFT_ALONE = ("{name} is left as it is and nothing is saved to it this run, so the "
+               "eviction policies and priorities in it are kept: make it readable and "
+               "restart gpuwarden to use them")
 
 
 class HintStore:
@@ -97,6 +103,7 @@ class HintStore:
         self._clock = clock
         self._hints: dict[str, ModelHints] = {}
         self._dirty = False
+        self._unread = False  # the file is there but was not read: never overwrite it
 
     @property
     def dirty(self) -> bool:
@@ -107,6 +114,9 @@ class HintStore:
         self._hints = {}
         self._dirty = False
         entries, problems = read_doc(self.path, _SPEC, self._clock)
+        self._unread = entries is None and bool(problems) and os.path.lexists(self.path)
+        if self._unread:
+            problems = [f"{p}; {_LEFT_ALONE.format(name=self.path.name)}" for p in problems]
         if entries is None:
             return problems
         cutoff = self._clock.time() - STALE_AFTER_S
@@ -148,9 +158,10 @@ class HintStore:
         return MappingProxyType(dict(self._hints))
 
     def save(self) -> None:
-        """Write the file atomically if anything changed. ``OSError`` propagates (the
-        store stays dirty, so a later save tries again)."""
-        if not self._dirty:
+        """Write the file atomically if anything changed (never over a file that could not
+        be read). ``OSError`` propagates (the store stays dirty, so a later save tries
+        again)."""
+        if not self._dirty or self._unread:
             return
         doc = {
             "version": FORMAT_VERSION,
