@@ -21,12 +21,14 @@ from typing import Any
 
 import pytest
 
+from gguf_factory import write_tiny_llama
 from gpuwarden.engine.clock import FakeClock
 from gpuwarden.engine.events import Event
 from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.journal import read_journal
 from gpuwarden.engine.lifecycle.config import Config, ModelConfig
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
+from gpuwarden.engine.supervisor.registry import ServerRecord, ServerRegistry
 from lifecycle_helpers import model
 
 SIMULATED = """\
@@ -287,3 +289,58 @@ def test_a_hints_path_that_is_a_fifo_is_not_replaced(tmp_path: Path) -> None:
     (problem,) = of_type(events, "storage.problem")
     assert "not a regular file" in problem["message"] and "left as it is" in problem["message"]
     assert "Traceback" not in stderr
+
+
+# -- the server registry: a failed write is an event ----------------------------------------
+
+
+def test_a_registry_write_that_fails_is_one_event_per_outage_then_one_recovery(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "data"
+    folder.write_text("a file where the data folder should be")
+    told: list[Event] = []
+    registry = ServerRegistry(folder / "servers.json", publish=told.append)
+    record = ServerRecord(model="chat", pid=os.getpid(), port=8080, api_key="k",
+                          executable=sys.executable, cmdline=(sys.executable,),
+                          started_ts=time.time())
+    with caplog.at_level(logging.WARNING):
+        registry.add(record)  # never raises
+        registry.remove("chat")
+        registry.add(record)
+    assert [e.type for e in told] == ["storage.error"]
+    assert told[0].to_dict()["path"] == str(folder / "servers.json")
+    assert "servers left running may not be adopted" in told[0].describe()
+    assert not [r for r in caplog.records if r.exc_info]
+    folder.unlink()  # the disk is fine again
+    registry.add(record)
+    assert [e.type for e in told] == ["storage.error", "storage.recovered"]
+    on_disk = ServerRegistry(folder / "servers.json")
+    assert on_disk.load() == [] and on_disk.records() == {"chat": record}
+
+
+def test_a_read_only_data_folder_is_one_storage_error_for_the_registry_not_a_traceback(
+        tmp_path: Path, llama_server_bin: Path) -> None:
+    tiny = write_tiny_llama(tmp_path / "tiny.gguf")
+    config = (f'[[models]]\nname = "tiny"\nbackend = "llama-server"\npath = "{tiny}"\n'
+              'placement = "cpu"\ncontext_size = 256\nautostart = true\n'
+              'args = ["--threads", "1", "--parallel", "1"]\n')
+    folder = data_dir(tmp_path)
+    for name in ("gpuwarden.lock", "events.jsonl"):  # what gpuwarden needs to run at all
+        (folder / name).touch()
+    (folder / "logs").mkdir()
+    folder.chmod(0o555)
+    argv = [*unprivileged(), *headless_argv(tmp_path, config, 3.0)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=90,
+                              env={**user_env(tmp_path),
+                                   "GPUWARDEN_LLAMA_SERVER": str(llama_server_bin)})
+    finally:
+        folder.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert of_type(events, "model.ready") and of_type(events, "model.unloaded")
+    registry = str(folder / "servers.json")
+    (error,) = [e for e in of_type(events, "storage.error") if e["path"] == registry]
+    assert "servers left running may not be adopted" in error["message"]
+    assert "Traceback" not in done.stderr
+    assert not (folder / "servers.json").exists()

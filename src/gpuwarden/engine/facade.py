@@ -115,7 +115,8 @@ class Engine:
                                                             self._simulated_ram))
         self._simulated_backend = SimulatedBackend(self._simulated_probe(), self._clock,
                                                    self._simulated_ram)
-        self._registry = ServerRegistry(paths.registry) if paths.registry is not None else None
+        self._registry = (ServerRegistry(paths.registry, publish=self._bus.publish)
+                          if paths.registry is not None else None)
         self._file_problems: list[StorageProblem] = []  # published once all is built
         self.startup_problems = self._noted(paths.registry, self._registry.load()
                                             if self._registry is not None else [])

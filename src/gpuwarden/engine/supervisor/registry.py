@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import psutil
 from gpuwarden.engine import paths
 from gpuwarden.engine.atomic import atomic_write_json
 from gpuwarden.engine.clock import Clock, SystemClock
+from gpuwarden.engine.events import Event, StorageError, StorageRecovered
 from gpuwarden.engine.jsondoc import DocSpec, read_doc
 
 log = logging.getLogger(__name__)
@@ -97,13 +99,20 @@ _SPEC = DocSpec(FORMAT_VERSION, "servers", list,
 
 
 class ServerRegistry:
-    """The servers gpuwarden launched and has not yet seen stop, saved on every change."""
+    """The servers gpuwarden launched and has not yet seen stop, saved on every change.
 
-    def __init__(self, path: Path | None = None, clock: Clock | None = None) -> None:
+    Saving never raises: a save that fails (a read-only or full disk) is one log line and
+    one ``storage.error`` handed to ``publish`` per outage, and the first save that works
+    again one ``storage.recovered``; the records stay in memory meanwhile."""
+
+    def __init__(self, path: Path | None = None, clock: Clock | None = None, *,
+                 publish: Callable[[Event], object] | None = None) -> None:
         self.path = Path(path) if path is not None else default_registry_path()
         self._clock: Clock = clock or SystemClock()
         self._records: dict[str, ServerRecord] = {}
         self._loaded = False
+        self._publish = publish
+        self._failing = False
 
     def load(self) -> list[str]:
         """Replace the records in memory with the file's. Returns problems; never raises."""
@@ -129,14 +138,14 @@ class ServerRegistry:
         return dict(self._records)
 
     def add(self, record: ServerRecord) -> None:
-        """Record (or replace) the server of ``record.model`` and save. ``OSError`` from the
-        save propagates; the record stays in memory so a later save writes it."""
+        """Record (or replace) the server of ``record.model`` and save (never raises: a
+        failed save is reported, and the record stays in memory for a later save)."""
         self._ensure_loaded()
         self._records[record.model] = record
         self._save()
 
     def remove(self, model: str) -> None:
-        """Forget the server of ``model`` (no-op if unknown) and save; ``OSError`` propagates."""
+        """Forget the server of ``model`` (no-op if unknown) and save (never raises)."""
         self._ensure_loaded()
         if self._records.pop(model, None) is not None:
             self._save()
@@ -154,9 +163,30 @@ class ServerRegistry:
         }
         # The atomic write keeps an existing file's mode, and mkstemp makes a new one 0600;
         # tighten a file someone loosened before writing keys into it.
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(self.path, 0o600)
-        atomic_write_json(self.path, doc)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(self.path, 0o600)
+            atomic_write_json(self.path, doc)
+        except OSError as exc:
+            self._save_failed(exc)
+            return
+        if self._failing:
+            self._failing = False
+            self._tell(StorageRecovered(path=str(self.path)))
+
+    def _save_failed(self, exc: OSError) -> None:
+        if self._failing:
+            return  # one report per outage
+        self._failing = True
+        reason = exc.strerror or str(exc)
+        log.warning("cannot save %s (%s); servers left running may not be adopted",
+                    self.path, reason)
+        self._tell(StorageError(path=str(self.path), message=f"{reason}; servers left "
+                                "running may not be adopted by the next gpuwarden"))
+
+    def _tell(self, event: Event) -> None:
+        if self._publish is not None:
+            self._publish(event)
 
 
 def _to_json(r: ServerRecord) -> dict[str, object]:
