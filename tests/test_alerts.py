@@ -229,3 +229,17 @@ def test_errors_come_first_then_the_newest():
                  GpuLost(gpu=1, ts=2.0), StorageError(path="p", message="m", ts=0.5))
     assert [a.key for a in board.active()] == [
         "gpu-lost:1", "storage:p", "config:bad", "pressure:vram:gpu0"]
+
+
+def test_a_storage_outage_clears_when_writing_works_again_and_a_read_problem_is_amber():
+    from gpuwarden.engine.events import StorageError, StorageProblem, StorageRecovered
+
+    board = AlertBoard()
+    board.apply(StorageError(path="/data/events.jsonl", message="disk full", ts=1.0))
+    board.apply(StorageProblem(path="/data/hints.json", message="unreadable: left alone",
+                               ts=2.0))
+    assert [(a.level, a.title) for a in board.active()] == [
+        ("error", "Cannot write /data/events.jsonl"),
+        ("warning", "Problem reading /data/hints.json")]
+    board.apply(StorageRecovered(path="/data/events.jsonl", ts=3.0))
+    assert [a.title for a in board.active()] == ["Problem reading /data/hints.json"]

@@ -35,6 +35,8 @@ from gpuwarden.engine.events import (
     PressureRaised,
     SafetyVerdictChanged,
     StorageError,
+    StorageProblem,
+    StorageRecovered,
 )
 
 AlertLevel = Literal["warning", "error"]
@@ -195,6 +197,11 @@ class AlertBoard:
             case StorageError():
                 self._put(f"storage:{event.path}", "error", None, f"Cannot write {event.path}",
                           event.message, event.ts)
+            case StorageRecovered():
+                self._drop(f"storage:{event.path}")
+            case StorageProblem():
+                self._put(f"storage-problem:{event.path}", "warning", None,
+                          f"Problem reading {event.path}", event.message, event.ts)
             case AutomationChanged(paused=True):
                 self._put("automation", "warning", None, "Automation paused",
                           "models stay as they are: no idle unloads, pressure relief or "
