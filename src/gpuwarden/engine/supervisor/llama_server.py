@@ -37,6 +37,7 @@ from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib
 from gpuwarden.engine.lifecycle.safety_guard import parallel_slots, sets_parallel
 from gpuwarden.engine.supervisor import http
 from gpuwarden.engine.supervisor.locate import find_llama_server
+from gpuwarden.engine.supervisor.marker import marker_env
 from gpuwarden.engine.supervisor.oom import OomWatch
 from gpuwarden.engine.supervisor.process import Exit, ServerProcess
 from gpuwarden.engine.supervisor.registry import ServerRecord, ServerRegistry, process_matches
@@ -217,7 +218,7 @@ class LlamaServerBackend:
         assert server.binary is not None
         argv = self.argv(server.binary, server.launch, server.port, server.api_key)
         env = {**os.environ, "GGML_NO_BACKTRACE": "1",  # a crash must not start a debugger
-               **gpu_environment(server.launch)}
+               **gpu_environment(server.launch), **self._mark(server.launch)}
         with self._lock:
             try:
                 server.proc = ServerProcess.launch(
@@ -260,6 +261,13 @@ class LlamaServerBackend:
 
     # -- adoption -------------------------------------------------------------------------
 
+    def _mark(self, launch: Launch) -> dict[str, str]:
+        """The mark that tells this gpuwarden's servers from any other process (none
+        without a registry: such servers are never adopted)."""
+        if self._registry is None:
+            return {}
+        return marker_env(launch.config.name, self._registry.owner, launch.config.gpu)
+
     def adoptable(self) -> list[ServerRecord]:
         """Servers an earlier gpuwarden started that still run and answer; records of
         dead (or reused-pid) servers are cleaned up."""
@@ -267,7 +275,7 @@ class LlamaServerBackend:
             return []
         alive = []
         for record in list(self._registry.records().values()):
-            if not process_matches(record):
+            if not process_matches(record, self._registry.owner):
                 self._forget(record.model)
                 continue
             reply = http.get(record.port, self.health_path, timeout_s=2.0,

@@ -24,6 +24,7 @@ from gpuwarden.engine.atomic import atomic_write_json
 from gpuwarden.engine.clock import Clock, SystemClock
 from gpuwarden.engine.events import Event, StorageError, StorageRecovered
 from gpuwarden.engine.jsondoc import DocSpec, read_doc
+from gpuwarden.engine.supervisor.marker import mark_of, owner_token
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,11 @@ class ServerRegistry:
                 self._records[record.model] = record
         return problems
 
+    @property
+    def owner(self) -> str:
+        """This gpuwarden's mark in the environment of the servers it launches."""
+        return owner_token(self.path)
+
     def records(self) -> dict[str, ServerRecord]:
         """A copy of the records, by model name."""
         return dict(self._records)
@@ -207,12 +213,14 @@ def _parse_entry(entry: object) -> tuple[ServerRecord | None, str]:
         return None, str(exc)
 
 
-def process_matches(record: ServerRecord,
+def process_matches(record: ServerRecord, owner: str | None = None,
                     tolerance_s: float = START_TIME_TOLERANCE_S) -> bool:
     """Whether ``record.pid`` is still the process gpuwarden started: alive, not a zombie,
-    the same binary (symlinks resolved), the same argv, and created within ``tolerance_s``
-    of ``started_ts`` (a reused pid fails this). Any doubt -- the process is gone, is not
-    ours to inspect, or vanishes mid-check -- is ``False``."""
+    created within ``tolerance_s`` of ``started_ts`` (a reused pid fails this), and either
+    carrying ``owner``'s mark for ``record.model`` in its environment (which survives a
+    wrapper script's ``exec``) or, for a server launched without the mark, the same binary
+    (symlinks resolved) and argv. Any doubt -- the process is gone, is not ours to inspect,
+    or vanishes mid-check -- is ``False``."""
     try:
         proc = psutil.Process(record.pid)
         with proc.oneshot():
@@ -220,6 +228,8 @@ def process_matches(record: ServerRecord,
                 return False
             if abs(proc.create_time() - record.started_ts) > tolerance_s:
                 return False
+            if owner is not None and _marked_as(proc, record.model, owner):
+                return True
             if proc.cmdline() != list(record.cmdline):
                 return False
             exe = proc.exe()
@@ -228,3 +238,11 @@ def process_matches(record: ServerRecord,
     if not exe:
         return False
     return os.path.realpath(exe) == os.path.realpath(record.executable)
+
+
+def _marked_as(proc: psutil.Process, model: str, owner: str) -> bool:
+    try:
+        mark = mark_of(proc.environ(), owner)
+    except (psutil.Error, OSError):
+        return False
+    return mark is not None and mark[0] == model
