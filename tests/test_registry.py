@@ -107,7 +107,7 @@ def test_a_corrupt_file_is_set_aside_and_reported(tmp_path: Path, content: bytes
     problems = reg.load()
     assert len(problems) == 1
     assert "servers.json.corrupt-1700000123" in problems[0]
-    assert "will not be adopted" in problems[0]
+    assert "looked for by the mark in their environment" in problems[0]
     assert reg.records() == {}
     assert not path.exists()
     assert (tmp_path / "servers.json.corrupt-1700000123").read_bytes() == content

@@ -34,13 +34,7 @@ from gpuwarden.engine.events import (
     StorageRecovered,
 )
 from gpuwarden.engine.journal import Journal, default_journal_path
-from gpuwarden.engine.lifecycle.backend import (
-    ActivityCallback,
-    Backend,
-    ExitCallback,
-    Launch,
-    ReadyCallback,
-)
+from gpuwarden.engine.lifecycle.backend import Backend
 from gpuwarden.engine.lifecycle.config import Config, EvictionPolicy
 from gpuwarden.engine.lifecycle.config_diff import describe
 from gpuwarden.engine.lifecycle.config_file import ConfigFile
@@ -56,13 +50,10 @@ from gpuwarden.engine.safety.overhead import OverheadBook
 from gpuwarden.engine.safety.preflight import Verdict as PreflightVerdict
 from gpuwarden.engine.safety.verdict import Verdict
 from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
-from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, gpu_layers_of
+from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
 from gpuwarden.engine.supervisor.locate import find_fit_params
-from gpuwarden.engine.supervisor.registry import (
-    ServerRecord,
-    ServerRegistry,
-    default_registry_path,
-)
+from gpuwarden.engine.supervisor.registry import ServerRegistry, default_registry_path
+from gpuwarden.engine.supervisor.takeover import load_again, take_over
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.scenario import Scenario, StepCursor
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
@@ -176,9 +167,10 @@ class Engine:
         if self._running:
             return
         self._running = True
-        self._adopt_running_servers()
+        replaced = self._adopt_running_servers()
         self._planner.warm(self._manager.config.models)
         self._sample(self._clock.monotonic())
+        load_again(self._manager, self._bus, replaced)
         self._manager.autostart()
         if watch_config and self._config_path is not None:
             try:  # the default folder may not exist yet: the file can appear later
@@ -408,22 +400,10 @@ class Engine:
     # -- inside ------------------------------------------------------------------------
 
     def _adopt_running_servers(self) -> list[str]:
-        """Take over llama-servers an earlier gpuwarden left running (same binary and
-        command line, /health answers) instead of launching second copies."""
-        adopted = []
-        for record in self._llama_server.adoptable():
-            model = self._manager.config.model(record.model)
-            if model is None or model.backend != "llama-server":
-                continue
-
-            def attach(launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback,
-                       on_activity: ActivityCallback, record: ServerRecord = record) -> None:
-                self._llama_server.adopt(record, launch, on_ready, on_exit, on_activity)
-
-            if self._manager.adopt(record.model, gpu_layers_of(record.cmdline), attach,
-                                   gpu=record.gpu):
-                adopted.append(record.model)
-        return adopted
+        """Take over the llama-servers an earlier gpuwarden left running: adopt those the
+        config would launch the same way now, stop the rest before anything starts.
+        Returns the models stopped for other settings, to be loaded again."""
+        return take_over(self._llama_server, self._manager, self._bus)
 
     def _fit_tool(self) -> Path | None:
         """llama.cpp's fit tool beside the llama-server that would run (None: not built)."""

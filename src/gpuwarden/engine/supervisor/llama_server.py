@@ -8,18 +8,16 @@ once; /health every 5 s (2 s timeout, 3 misses = hung, killed); /metrics every s
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import os
 import re
 import secrets
-import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,15 +30,22 @@ from gpuwarden.engine.lifecycle.backend import (
     Launch,
     ReadyCallback,
 )
+from gpuwarden.engine.lifecycle.config import ModelConfig
 from gpuwarden.engine.lifecycle.crash import DeathReport
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib
 from gpuwarden.engine.lifecycle.safety_guard import parallel_slots, sets_parallel
 from gpuwarden.engine.supervisor import http
+from gpuwarden.engine.supervisor.leftovers import argv_changes, stop_servers
 from gpuwarden.engine.supervisor.locate import find_llama_server
 from gpuwarden.engine.supervisor.marker import marker_env
 from gpuwarden.engine.supervisor.oom import OomWatch
 from gpuwarden.engine.supervisor.process import Exit, ServerProcess
-from gpuwarden.engine.supervisor.registry import ServerRecord, ServerRegistry, process_matches
+from gpuwarden.engine.supervisor.registry import (
+    ServerRecord,
+    ServerRegistry,
+    find_marked,
+    process_matches,
+)
 from gpuwarden.engine.supervisor.watch import ActivityTracker, HangDetector, WatchSettings
 
 log = logging.getLogger(__name__)
@@ -268,30 +273,53 @@ class LlamaServerBackend:
             return {}
         return marker_env(launch.config.name, self._registry.owner, launch.config.gpu)
 
-    def adoptable(self) -> list[ServerRecord]:
-        """Servers an earlier gpuwarden started that still run and answer; records of
-        dead (or reused-pid) servers are cleaned up."""
+    def leftovers(self) -> list[ServerRecord]:
+        """Servers an earlier gpuwarden started that still run: the registry's records that
+        are still their process (those of dead or reused-pid servers are forgotten), then
+        any other process carrying this gpuwarden's mark (a garbled registry, a record
+        never written), oldest first."""
         if self._registry is None:
             return []
-        alive = []
+        owner = self._registry.owner
+        found = []
         for record in list(self._registry.records().values()):
-            if not process_matches(record, self._registry.owner):
+            if process_matches(record, owner):
+                found.append(record)
+            else:
                 self._forget(record.model)
-                continue
-            reply = http.get(record.port, self.health_path, timeout_s=2.0,
-                             api_key=record.api_key)
-            if reply.status is not None:  # 200, or 503 while still loading: ours, adopt it
-                alive.append(record)
-                continue
-            log.warning("%s (pid %d) was started by gpuwarden but does not answer: "
-                        "killing it so it can be started afresh", record.model, record.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(record.pid, signal.SIGKILL)
-            self._forget(record.model)
-        return alive
+        known = {r.pid for r in found}
+        return found + [r for r in find_marked(owner) if r.pid not in known]
 
-    def _forget(self, model: str) -> None:
-        self._record(lambda r: r.remove(model))
+    def answers(self, record: ServerRecord) -> bool:
+        """Whether a found server answers /health (200, or 503 while still loading)."""
+        return http.get(record.port, self.health_path, timeout_s=2.0,
+                        api_key=record.api_key).status is not None
+
+    def launch_changes(self, record: ServerRecord, config: ModelConfig) -> str:
+        """How the recorded server's command line differs from what ``config`` would
+        launch now, in a few words ("": the same, apart from per-launch values)."""
+        try:
+            binary = self.find_binary()
+        except FileNotFoundError:  # gone since: judge the arguments alone
+            binary = Path(record.cmdline[0])
+        expected = self.argv(binary, Launch(config, "cpu", 0, record.instance), record.port,
+                             record.api_key)
+        return argv_changes(record.cmdline, expected)
+
+    def stop_leftovers(self, records: Sequence[ServerRecord],
+                       grace_s: float | None = None) -> list[ServerRecord]:
+        """Stop servers found running that are not to be adopted, and wait until they have
+        ended (SIGTERM, ``grace_s`` -- by default the stop grace --, SIGKILL); their records
+        are forgotten. Returns those that would not end (their records are kept)."""
+        grace = self.settings.stop_grace_s if grace_s is None else grace_s
+        stuck = stop_servers(records, grace)
+        for record in records:
+            if record not in stuck:
+                self._forget(record.model, record.pid)
+        return stuck
+
+    def _forget(self, model: str, pid: int | None = None) -> None:
+        self._record(lambda r: r.remove(model, pid))
 
     def adopt(self, record: ServerRecord, launch: Launch, on_ready: ReadyCallback,
               on_exit: ExitCallback, on_activity: ActivityCallback | None = None) -> None:
@@ -393,7 +421,7 @@ class LlamaServerBackend:
         with self._lock:
             if self._servers.get(name) is server:
                 del self._servers[name]
-        self._forget(name)
+        self._forget(name, server.proc.pid)
         server.stop.set()
         server.on_exit(DeathReport(
             name, instance, exit_code=ex.exit_code, signal=ex.signal, log_tail=tail,

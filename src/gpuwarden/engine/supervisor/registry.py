@@ -3,7 +3,9 @@
 Stored in ``servers.json`` as ``{"version": 1, "servers": [{...}, ...]}`` with 0600
 permissions (the records hold API keys). A file that cannot be read is moved aside (never
 deleted) and reported in words; one bad entry is dropped and reported while the others
-load. :func:`process_matches` tells whether a record's pid is still *that* process.
+load. :func:`process_matches` tells whether a record's pid is still *that* process, and
+:func:`find_marked` finds this gpuwarden's servers by the mark in their environment
+(:mod:`marker`) when no record is left to say where they are.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "ServerRecord",
     "ServerRegistry",
     "default_registry_path",
+    "find_marked",
     "process_matches",
 ]
 
@@ -96,7 +99,8 @@ def default_registry_path() -> Path:
 
 
 _SPEC = DocSpec(FORMAT_VERSION, "servers", list,
-                "servers started before this run will not be adopted")
+                "servers started before this run are looked for by the mark in their "
+                "environment instead")
 
 
 class ServerRegistry:
@@ -129,7 +133,7 @@ class ServerRegistry:
                 what = f"model {name!r}" if isinstance(name, str) else f"entry {n}"
                 problems.append(f"the server record for {what} in {self.path.name} was "
                                 f"invalid ({why}) and was dropped; that server, if still "
-                                "running, will not be adopted")
+                                "running, is looked for by its mark instead")
             else:
                 self._records[record.model] = record
         return problems
@@ -150,10 +154,13 @@ class ServerRegistry:
         self._records[record.model] = record
         self._save()
 
-    def remove(self, model: str) -> None:
-        """Forget the server of ``model`` (no-op if unknown) and save (never raises)."""
+    def remove(self, model: str, pid: int | None = None) -> None:
+        """Forget the server of ``model`` (no-op if unknown; with ``pid``, only if its
+        record is that process) and save (never raises)."""
         self._ensure_loaded()
-        if self._records.pop(model, None) is not None:
+        record = self._records.get(model)
+        if record is not None and pid in (None, record.pid):
+            del self._records[model]
             self._save()
 
     def _ensure_loaded(self) -> None:
@@ -246,3 +253,52 @@ def _marked_as(proc: psutil.Process, model: str, owner: str) -> bool:
     except (psutil.Error, OSError):
         return False
     return mark is not None and mark[0] == model
+
+
+def find_marked(owner: str) -> list[ServerRecord]:
+    """The user's live processes that carry ``owner``'s mark, as records, oldest first. A
+    marked process whose parent is marked too (the real server under a wrapper script that
+    did not ``exec``) belongs to that parent and is not listed on its own."""
+    me, uid = os.getpid(), os.getuid()
+    marked: dict[int, tuple[psutil.Process, str, int]] = {}
+    for proc in psutil.process_iter(["uids", "ppid", "status"]):
+        uids = proc.info["uids"]
+        if proc.pid == me or uids is None or uids.real != uid \
+                or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            mark = mark_of(proc.environ(), owner)
+        except (psutil.Error, OSError):
+            continue
+        if mark is not None:
+            marked[proc.pid] = (proc, *mark)
+    records = [_record_of(proc, model, gpu) for proc, model, gpu in marked.values()
+               if proc.info["ppid"] not in marked]
+    return sorted((r for r in records if r is not None), key=lambda r: r.started_ts)
+
+
+def _record_of(proc: psutil.Process, model: str, gpu: int) -> ServerRecord | None:
+    """A record for a marked process, read from the process itself (None: it vanished,
+    or its command line names no port to reach it on)."""
+    try:
+        with proc.oneshot():
+            argv = tuple(proc.cmdline())
+            exe, started = proc.exe(), proc.create_time()
+    except (psutil.Error, OSError):
+        return None
+    port = _option(argv, "--port")
+    try:
+        return ServerRecord(model=model, pid=proc.pid, port=int(port or 0),
+                            api_key=_option(argv, "--api-key") or "", executable=exe,
+                            cmdline=argv, started_ts=started, gpu=gpu)
+    except ValueError as exc:
+        log.warning("pid %d carries gpuwarden's mark for %s but cannot be reached (%s)",
+                    proc.pid, model, exc)
+        return None
+
+
+def _option(argv: tuple[str, ...], flag: str) -> str | None:
+    """The value after ``flag`` in ``argv`` (None: absent)."""
+    if flag in argv[:-1]:
+        return argv[argv.index(flag) + 1]
+    return None
