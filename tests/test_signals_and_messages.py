@@ -316,3 +316,40 @@ def test_a_config_with_some_bad_entries_still_runs_the_good_ones(tmp_path: Path)
     ready = [json.loads(line)["model"] for line in done.stdout.splitlines()
              if json.loads(line)["type"] == "model.ready"]
     assert ready == ["chat"]
+
+
+# -- messages in the user's words ------------------------------------------------------
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(gpuwarden(*args), capture_output=True, text=True,
+                          timeout=DEADLINE_S, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_empty_config_path_is_said_to_be_empty(where: str) -> None:
+    args = ["--config", "", "headless"] if where == "before" else ["headless", "--config", ""]
+    done = run_cli(*args, "--simulate", "--duration", "1")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].endswith("error: argument --config: the path is empty")
+    assert "'.'" not in done.stderr and " .:" not in done.stderr
+
+
+def test_headless_takes_interval_after_the_subcommand_too(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpuwarden import cli, headless
+
+    seen: list[float] = []
+
+    def body(engine: Engine, _args: object) -> int:
+        seen.append(engine.interval_s)
+        engine.close()
+        return 0
+
+    monkeypatch.setattr(headless, "_run", body)
+    assert cli.main(["headless", "--interval", "0.5", "--simulate"]) == 0
+    assert cli.main(["--interval", "2", "headless", "--simulate"]) == 0
+    assert cli.main(["--interval", "2", "headless", "--interval", "0.25", "--simulate"]) == 0
+    assert seen == [0.5, 2.0, 0.25]
+    done = run_cli("headless", "--interval", "0.5", "--simulate", "--duration", "0.5")
+    assert done.returncode == 0 and "usage:" not in done.stderr

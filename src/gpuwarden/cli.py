@@ -34,6 +34,13 @@ def simulate_arg(text: str) -> SimulateSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _path_arg(text: str) -> Path:
+    """argparse type of a path: an empty one is refused (Path("") would be ".")."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    return Path(text)
+
+
 def _interval_arg(text: str) -> float:
     try:
         return check_interval(float(text))
@@ -69,7 +76,7 @@ def _add_telemetry_options(p: argparse.ArgumentParser, top: bool) -> None:
         "--simulate", nargs="?", const=SimulateSpec(), type=simulate_arg, metavar="N|SCENARIO",
         help="use simulated GPU(s) instead of NVML: a count (1-8, default 1) or a scenario "
              "TOML file (see docs/scenario.md)")
-    p.add_argument("--models-dir", action="append", type=Path, metavar="DIR",
+    p.add_argument("--models-dir", action="append", type=_path_arg, metavar="DIR",
                    help="a folder whose free disk space to watch (repeatable); the data "
                         "folder is always watched")
     p.add_argument("--per-core", action="store_true", help="also read per-core CPU use")
@@ -77,9 +84,17 @@ def _add_telemetry_options(p: argparse.ArgumentParser, top: bool) -> None:
 
 
 def _add_config_option(p: argparse.ArgumentParser, top: bool) -> None:
-    p.add_argument("--config", type=Path, metavar="FILE",
+    p.add_argument("--config", type=_path_arg, metavar="FILE",
                    default=None if top else argparse.SUPPRESS,
                    help="the models and limits (default: ~/.config/gpuwarden/config.toml)")
+
+
+def _add_interval_option(p: argparse.ArgumentParser, top: bool) -> None:
+    p.add_argument(
+        "--interval", type=_interval_arg, metavar="SECONDS",
+        default=None if top else argparse.SUPPRESS,
+        help=f"sample interval, {MIN_INTERVAL_S} to {MAX_INTERVAL_S} s (default: the "
+             "config's sample_interval_s, 1 s)")
 
 
 def _add_quit_option(p: argparse.ArgumentParser, top: bool) -> None:
@@ -98,10 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     _add_telemetry_options(parser, top=True)
     parser.set_defaults(models_dir=[])
-    parser.add_argument(
-        "--interval", type=_interval_arg, default=None, metavar="SECONDS",
-        help=f"sample interval, {MIN_INTERVAL_S} to {MAX_INTERVAL_S} s (default: the "
-             "config's sample_interval_s, 1 s)")
+    _add_interval_option(parser, top=True)
     parser.add_argument("--history", type=_history_seconds, default=None, metavar="SECONDS",
                         help="how much history to keep (default 3600 s; the window's "
                              "Settings can change the default)")
@@ -120,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     headless = sub.add_parser(
         "headless", help="run the engine (telemetry and model lifecycle) with no window")
     _add_config_option(headless, top=False)
+    _add_interval_option(headless, top=False)
     headless.add_argument("--duration", type=_positive_seconds, metavar="SECONDS",
                           help="stop after this long (default: until Ctrl+C / SIGTERM)")
     headless.add_argument("--events", choices=("-",), metavar="-",
@@ -134,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="what this machine can do, the limits in force, "
                                            "and what is wrong: a report for bug reports")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of text")
-    doctor.add_argument("--save", type=Path, metavar="PATH",
+    doctor.add_argument("--save", type=_path_arg, metavar="PATH",
                         help="where to save the text report (default: the data folder)")
     _add_config_option(doctor, top=False)
     _add_telemetry_options(doctor, top=False)
