@@ -353,3 +353,33 @@ def test_headless_takes_interval_after_the_subcommand_too(tmp_path: Path,
     assert seen == [0.5, 2.0, 0.25]
     done = run_cli("headless", "--interval", "0.5", "--simulate", "--duration", "0.5")
     assert done.returncode == 0 and "usage:" not in done.stderr
+
+
+def test_a_date_is_shown_as_toml_writes_it(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[[models]]\nname = "chat"\nbackend = "simulated"\n'
+                      "idle_timeout_s = 1979-05-27T07:32:00Z\n")
+    done = run_cli("headless", "--config", config, "--simulate", "--duration", "0.5")
+    assert done.returncode == 0
+    assert done.stderr.splitlines()[0] == (
+        f"gpuwarden: {config}:4: model 'chat': 'idle_timeout_s' must be a number >= 0, "
+        "got 1979-05-27T07:32:00Z")
+    assert "datetime" not in done.stderr
+
+
+def test_control_characters_in_values_are_escaped_not_echoed(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[[models]]\nname = "chat"\nbackend = "llama-server"\n'
+                      'path = "x\\u0000y\\u001b[31m.gguf"\n')
+    done = run_cli("headless", "--config", config, "--simulate", "--duration", "0.5")
+    assert done.returncode == 0
+    assert done.stderr.splitlines()[0] == (
+        f"gpuwarden: {config}:4: model 'chat': model file not found: "
+        f"{tmp_path}/x\\x00y\\x1b[31m.gguf")
+    assert "\x00" not in done.stderr and "\x1b" not in done.stderr
+
+
+def test_a_config_path_with_a_control_character_is_escaped(tmp_path: Path) -> None:
+    done = run_cli("headless", "--config", tmp_path / "a\x1b[2Jb.toml", "--duration", "1")
+    assert done.returncode == 2
+    assert done.stderr == f"gpuwarden: error: {tmp_path}/a\\x1b[2Jb.toml: no such config file\n"

@@ -19,6 +19,7 @@ from gpuwarden.engine.supervisor.instance_lock import (
     InstanceLock,
     default_lock_path,
 )
+from gpuwarden.engine.tomlcheck import printable
 
 EXIT_ALREADY_RUNNING = 3
 EXIT_CANNOT_START = 1
@@ -29,6 +30,11 @@ EXIT_USAGE = 2
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1",
                                        "SIGUSR2") if hasattr(signal, name))
+
+
+def shown(path: Path) -> str:
+    """A path as a message echoes it: control characters escaped."""
+    return printable(str(path))
 
 
 class ConfigFileMissing(FileNotFoundError):
@@ -53,23 +59,23 @@ def read_config(path: Path | None, *, refuse_unusable: bool = False
     if path is None:
         default = default_config_path()
         if not default.exists():  # watched all the same: it is read once it is written
-            return Config(), [f"no config file at {default} yet: no models to manage "
+            return Config(), [f"no config file at {shown(default)} yet: no models to manage "
                               "(see docs/config.md)"], default
         path = default
     elif not path.exists():
-        raise ConfigFileMissing(f"{path}: no such config file")
+        raise ConfigFileMissing(f"{shown(path)}: no such config file")
     elif not path.is_file():
-        raise ConfigFileMissing(f"{path}: not a regular file")
+        raise ConfigFileMissing(f"{shown(path)}: not a regular file")
     config, problems = load_config(path)
     notes = [str(p) for p in problems]
     unusable = next((p for p in problems if p.whole_file), None)
     if unusable is not None and refuse_unusable:
         raise ConfigFileUnusable(str(unusable))
     if unusable is not None:
-        notes.append(f"nothing in {path} could be used: no models until it is fixed (it is "
+        notes.append(f"nothing in {shown(path)} could be used: no models until it is fixed (it is "
                      "read again when it changes)")
     elif problems:
-        notes.append(f"{len(config.models)} valid model(s) loaded from {path}; the entries "
+        notes.append(f"{len(config.models)} valid model(s) loaded from {shown(path)}; the entries "
                      "above were skipped")
     return config, notes, path
 
@@ -115,7 +121,7 @@ def run_single_instance(body: Callable[[], int],
         print(f"gpuwarden: {exc}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
     except OSError as exc:
-        print(f"gpuwarden: error: cannot create {lock.path}: {exc.strerror or exc}",
+        print(f"gpuwarden: error: cannot create {shown(lock.path)}: {exc.strerror or exc}",
               file=sys.stderr)
         return EXIT_CANNOT_START
     try:

@@ -11,6 +11,7 @@ them all and carry on.
 from __future__ import annotations
 
 import bisect
+import datetime
 import math
 import re
 import tomllib
@@ -37,7 +38,7 @@ class TomlProblem(ValueError):
 
 def location(path: str, line: int | None) -> str:
     """``file:line``, or just ``file`` when the line is not known."""
-    return f"{path}:{line}" if line is not None else path
+    return f"{printable(path)}:{line}" if line is not None else printable(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,11 +385,22 @@ def fmt_num(value: float) -> str:
 
 
 def show(value: object) -> str:
-    """A value as a message quotes it: TOML's ``true``, 'text', 3, "a table"."""
+    """A value as a message quotes it: TOML's ``true``, 'text', 3, "a table", a date as
+    TOML writes it (1979-05-27T07:32:00Z); control characters escaped."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
         return "an array"
-    return repr(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return printable(value.isoformat().replace("+00:00", "Z"))
+    return printable(repr(value))
+
+
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would act on or hide (a NUL, an escape, a
+    line break, a bidi override) written as its Python escape (``\\x00``, ``\\n``):
+    for any value a message echoes."""
+    return text if text.isprintable() else "".join(
+        c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -30,6 +30,7 @@ from gpuwarden.engine.tomlcheck import (
     integer,
     location,
     number,
+    printable,
     read_text,
     show,
     strings,
@@ -470,14 +471,16 @@ def _needs_file(raw: Mapping[str, object]) -> bool:
 
 
 def _file_problem(path: Path) -> str | None:
+    shown = printable(str(path))
     try:
         if not path.exists():
-            return f"model file not found: {path}"
+            return f"model file not found: {shown}"
         if not path.is_file():
-            return f"model path is not a file: {path}"
-    except OSError as exc:  # a name too long, a loop of links ...
-        return f"model path cannot be used ({exc.strerror or exc}): {str(path)[:120]}"
+            return f"model path is not a file: {shown}"
+    except (OSError, ValueError) as exc:  # a name too long, a loop of links, a NUL ...
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"model path cannot be used ({reason}): {printable(str(path)[:120])}"
     if not os.access(path, os.R_OK):
-        return f"model file is not readable: {path}"
+        return f"model file is not readable: {shown}"
     return None
 
