@@ -383,3 +383,72 @@ def test_a_config_path_with_a_control_character_is_escaped(tmp_path: Path) -> No
     done = run_cli("headless", "--config", tmp_path / "a\x1b[2Jb.toml", "--duration", "1")
     assert done.returncode == 2
     assert done.stderr == f"gpuwarden: error: {tmp_path}/a\\x1b[2Jb.toml: no such config file\n"
+
+
+def test_a_card_smaller_than_the_driver_names_the_line_and_the_key(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[[simulation.gpu]]\nname = "tiny"\nmemory_total_mib = 1\n')
+    done = run_cli("status", "--simulate", scenario)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (f"gpuwarden: error: {scenario}:3: [[simulation.gpu]] 1: "
+                           "'memory_total_mib' must be more than the 300 MiB the simulated "
+                           "driver itself holds, got 1\n")
+
+
+def test_a_profile_that_contradicts_a_default_points_at_the_key_written(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[simulation]\ngpus = 2\n\n[[simulation.gpu]]\n\n'
+                        '[[simulation.gpu]]\nname = "small"\npower_limit_w = 20\n')
+    done = run_cli("status", "--simulate", scenario)
+    assert done.returncode == 2
+    assert done.stderr == (f"gpuwarden: error: {scenario}:8: [[simulation.gpu]] 2: "
+                           "'idle_power_w' (25) must be >= 0 and below 'power_limit_w' (20); "
+                           "'idle_power_w' is the default (not set here)\n")
+
+
+def test_a_scenario_step_with_a_control_character_is_logged_escaped(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[[step]]\nat = 0\naction = "vram_grab"\nowner = "a\\u0000b"\nmib = 10\n')
+    done = run_cli("headless", "--simulate", scenario, "--duration", "1", "--events", "-")
+    assert done.returncode == 0, done.stderr
+    steps = [json.loads(line) for line in done.stdout.splitlines()
+             if json.loads(line)["type"] == "scenario.step"]
+    assert [s["detail"] for s in steps] == ["gpu 0 owner=a\\x00b mib=10 (at 0 s)"]
+
+
+CRASH = '[[step]]\nat = {at}\naction = "crash"\nmodel = "{model}"\n'
+
+
+def test_a_crash_step_is_logged_as_a_scenario_step(tmp_path: Path) -> None:
+    config, scenario = tmp_path / "config.toml", tmp_path / "scenario.toml"
+    config.write_text(SIMULATED)
+    scenario.write_text(CRASH.format(at=1, model="chat") + "\n"
+                        + CRASH.format(at=1.5, model="chat"))
+    done = run_cli("headless", "--config", config, "--simulate", scenario,
+                   "--duration", "3", "--events", "-")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    kinds = [(e["type"], e.get("detail")) for e in events
+             if e["type"] in ("scenario.step", "model.crashed")]
+    assert kinds[:3] == [("scenario.step", "model=chat exit_code=137 (at 1 s)"),
+                         ("model.crashed", None),
+                         ("scenario.step",
+                          "model=chat exit_code=137 (at 1.5 s) (it was not running)")]
+
+
+@pytest.mark.parametrize("case", ["unknown", "not simulated", "no models"])
+def test_a_crash_step_for_a_model_it_cannot_crash_is_refused(tmp_path: Path, case: str) -> None:
+    config, scenario = tmp_path / "config.toml", tmp_path / "scenario.toml"
+    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    config.write_text({"unknown": SIMULATED, "no models": "",
+                       "not simulated": '[[models]]\nname = "tiny"\nbackend = "llama-server"\n'
+                                        'path = "tiny.gguf"\n'}[case])
+    model = "tiny" if case == "not simulated" else "ghost"
+    scenario.write_text('[simulation]\ngpus = 1\n\n' + CRASH.format(at=5, model=model))
+    done = run_cli("headless", "--config", config, "--simulate", scenario, "--duration", "30")
+    said = {"unknown": "names no model in the config: 'ghost' (configured: chat)",
+            "no models": "names no model in the config: 'ghost' (configured: none)",
+            "not simulated": "names model 'tiny', whose backend is 'llama-server': a scenario "
+                             "crashes only simulated models"}[case]
+    assert done.returncode == 2
+    assert done.stderr == f"gpuwarden: error: {scenario}:4: crash step (at 5 s): 'model' {said}\n"

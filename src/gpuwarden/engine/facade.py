@@ -29,6 +29,7 @@ from gpuwarden.engine.events import (
     Event,
     EventBus,
     Listener,
+    ScenarioStep,
     StorageError,
     StorageProblem,
     StorageRecovered,
@@ -55,7 +56,7 @@ from gpuwarden.engine.supervisor.locate import find_fit_params
 from gpuwarden.engine.supervisor.registry import ServerRegistry, default_registry_path
 from gpuwarden.engine.supervisor.takeover import load_again, take_over
 from gpuwarden.engine.telemetry.sampler import Sampler
-from gpuwarden.engine.telemetry.scenario import Scenario, StepCursor
+from gpuwarden.engine.telemetry.scenario import Scenario, StepCursor, check_crash_steps
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
 from gpuwarden.engine.telemetry.simulated_ram import HostWithSimulatedRam, SimulatedRam
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot, measured_vram_mib
@@ -93,6 +94,9 @@ class Engine:
 
     def __init__(self, config: Config, sampler: Sampler, paths: ServicePaths,
                  problems: Iterable[object] = (), config_path: Path | None = None) -> None:
+        if isinstance(sampler.gpu_probe, SimulatedProbe):  # refused before anything opens
+            check_crash_steps(sampler.gpu_probe.scenario,
+                              {m.name: m.backend for m in config.models})
         self._sampler = sampler
         self._clock = sampler.clock
         self._bus = sampler.bus
@@ -203,7 +207,10 @@ class Engine:
         if self._next_sample - now > interval:  # fell behind (suspend, slow probe)
             self._next_sample = now + interval
         for step in self._crashes.due(now - self._started):
-            self._simulated_backend.crash(step.text("model"), int(step.number("exit_code")))
+            model = step.text("model")
+            idle = "" if model in self._simulated_backend.running() else " (it was not running)"
+            self._bus.publish(ScenarioStep(action="crash", detail=step.describe() + idle))
+            self._simulated_backend.crash(model, int(step.number("exit_code")))
 
     def _until_next(self, now: float) -> float:
         wait = self._next_sample - now

@@ -25,6 +25,7 @@ from gpuwarden.engine.tomlcheck import (
     integer,
     is_number,
     number,
+    printable,
     read_text,
     text,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Step",
     "StepCursor",
     "action_fields",
+    "check_crash_steps",
     "choice",
     "integer",
     "known_actions",
@@ -152,8 +154,10 @@ class Step:
         return str(self.args[key])
 
     def describe(self) -> str:
-        """``gpu 0 owner=blender mib=6000 (at 10 s)``, for the event log."""
-        parts = [f"gpu {self.gpu}", *(f"{k}={v}" for k, v in self.args.items())]
+        """``gpu 0 owner=blender mib=6000 (at 10 s)`` (a ``crash``: no GPU), for the event
+        log; control characters escaped."""
+        gpu = [] if self.action == "crash" else [f"gpu {self.gpu}"]
+        parts = [*gpu, *(f"{k}={printable(str(v))}" for k, v in self.args.items())]
         return " ".join([*parts, f"(at {fmt_num(self.at)} s)"])
 
 
@@ -167,6 +171,14 @@ class Scenario:
     steps: tuple[Step, ...] = ()
     source: str = "<scenario>"
     models: tuple[SimulatedModel, ...] = ()  # [[simulation.model]], names unique
+    # per profile: the line of its header (key None) and of each key written there
+    profile_lines: tuple[Mapping[str | None, int | None], ...] = ()
+
+    def profile_line(self, index: int, key: str | None = None) -> int | None:
+        """The line of ``key`` in the ``index``-th ``[[simulation.gpu]]`` (its header's
+        when the key is not written there); None when not known."""
+        lines = self.profile_lines[index] if index < len(self.profile_lines) else {}
+        return lines.get(key, lines.get(None))
 
     def model(self, name: str) -> SimulatedModel | None:
         return next((m for m in self.models if m.name == name), None)
@@ -197,6 +209,28 @@ class StepCursor:
         return len(self._steps) - self._next
 
 
+def check_crash_steps(scenario: Scenario, backends: Mapping[str, str]) -> None:
+    """Raise :class:`ScenarioError` for a ``crash`` step whose model is not in the config
+    (``backends``: each configured model's backend) or is not a simulated one: a crash is
+    played only against the simulated backend."""
+    for step in scenario.steps:
+        if step.action != "crash":
+            continue
+        name = step.text("model")
+        backend = backends.get(name)
+        if backend == "simulated":
+            continue
+        if backend is None:
+            known = ", ".join(sorted(backends)) or "none"
+            problem = (f"names no model in the config: {printable(repr(name))} "
+                       f"(configured: {printable(known)})")
+        else:
+            problem = (f"names model {printable(repr(name))}, whose backend is {backend!r}: "
+                       "a scenario crashes only simulated models")
+        raise ScenarioError(scenario.source, step.line, "model",
+                            f"crash step (at {fmt_num(step.at)} s): 'model' {problem}")
+
+
 def load_scenario(path: str | Path) -> Scenario:
     return parse_scenario(read_text(path, ScenarioError), str(path))
 
@@ -220,7 +254,15 @@ class _Parser:
         steps = [self.step(i, raw, gpus) for i, raw in enumerate(raw_steps)]
         steps.sort(key=lambda s: s.at)
         return Scenario(gpus, seed, tuple(profiles), tuple(steps), self.doc.source,
-                        tuple(models))
+                        tuple(models), tuple(self.profile_lines(len(profiles))))
+
+    def profile_lines(self, count: int) -> list[Mapping[str | None, int | None]]:
+        lines: list[Mapping[str | None, int | None]] = []
+        for index in range(count):
+            header = self.doc.header("simulation.gpu", index)
+            lines.append({None: header, **{k: self.doc.key_line(header, k)
+                                           for k in PROFILE_FIELDS}})
+        return lines
 
     def simulation(self, sim: Table) -> tuple[int, int, list[Mapping[str, object]]]:
         self.doc.check_keys(sim, ("gpus", "seed", "gpu", "model"))

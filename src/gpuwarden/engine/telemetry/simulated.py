@@ -54,6 +54,15 @@ class SimulatedOutOfMemory(RuntimeError):
         )
 
 
+class ProfileError(ValueError):
+    """A GPU profile whose values contradict each other; ``keys``: the scenario keys
+    involved (as ``[[simulation.gpu]]`` writes them), the one to point at first."""
+
+    def __init__(self, keys: tuple[str, ...], message: str) -> None:
+        self.keys = keys
+        super().__init__(message)
+
+
 @dataclass(frozen=True, slots=True)
 class GpuProfile:
     """What kind of card is simulated. ``c_per_w``: degrees above ambient per watt at
@@ -76,13 +85,21 @@ class GpuProfile:
 
     def __post_init__(self) -> None:
         if not 0 <= self.idle_power_w < self.power_limit_w:
-            raise ValueError("idle_power_w must be >= 0 and below power_limit_w")
+            raise ProfileError(("idle_power_w", "power_limit_w"),
+                               f"'idle_power_w' ({self.idle_power_w:g}) must be >= 0 and "
+                               f"below 'power_limit_w' ({self.power_limit_w:g})")
         if not self.slowdown_c < self.shutdown_c:
-            raise ValueError("slowdown_c must be below shutdown_c")
+            raise ProfileError(("slowdown_c", "shutdown_c"),
+                               f"'slowdown_c' ({self.slowdown_c:g}) must be below "
+                               f"'shutdown_c' ({self.shutdown_c:g})")
         if min(self.thermal_tau_s, self.c_per_w) <= 0:
-            raise ValueError("thermal_tau_s and c_per_w must be positive")
+            raise ProfileError(("thermal_tau_s", "c_per_w"),
+                               "'thermal_tau_s' and 'c_per_w' must be positive")
         if not 0 <= self.driver_baseline_mib < self.memory_total_mib:
-            raise ValueError("driver_baseline_mib must fit in memory_total_mib")
+            raise ProfileError(("memory_total_mib",),
+                               f"'memory_total_mib' must be more than the "
+                               f"{self.driver_baseline_mib:g} MiB the simulated driver "
+                               f"itself holds, got {self.memory_total_mib:g}")
 
     @classmethod
     def for_index(cls, index: int, overrides: Mapping[str, object] | None = None) -> GpuProfile:
@@ -316,13 +333,18 @@ _APPLY: Mapping[str, _Apply] = {
 
 def _profile(scenario: Scenario, index: int) -> GpuProfile:
     """GPU ``index``'s profile; a profile that contradicts the defaults (an idle power above
-    the default limit, say) is the scenario's fault, said as a ScenarioError."""
+    the default limit, a card smaller than the driver's own use) is the scenario's fault,
+    said as a ScenarioError on the line of the key written there."""
     overrides = scenario.profiles[index] if index < len(scenario.profiles) else None
     try:
         return GpuProfile.for_index(index, overrides)
-    except ValueError as exc:
-        raise ScenarioError(scenario.source, None, None,
-                            f"[[simulation.gpu]] number {index + 1}: {exc}") from None
+    except ProfileError as exc:
+        written = [k for k in exc.keys if overrides is not None and k in overrides]
+        field = written[0] if written else None
+        unset = [k for k in exc.keys if k not in written]
+        note = f"; {unset[0]!r} is the default (not set here)" if written and unset else ""
+        raise ScenarioError(scenario.source, scenario.profile_line(index, field), field,
+                            f"[[simulation.gpu]] {index + 1}: {exc}{note}") from None
 
 
 class SimulatedProbe:
