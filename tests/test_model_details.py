@@ -21,6 +21,7 @@ from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import load_config, parse_config
 from gpuwarden.engine.lifecycle.config_diff import diff_configs
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
+from gpuwarden.engine.supervisor.llama_server import log_file_name
 from helpers import drive
 
 CONFIG = """\
@@ -174,8 +175,8 @@ def test_key_lines_are_not_a_setting_a_reload_would_apply():
 def test_the_log_tail_is_the_end_of_the_file_the_server_writes(tmp_path):
     engine, _, _ = engine_from(tmp_path)
     coder = details_of(engine, "coder")
-    log = tmp_path / "logs" / "coder.log"
-    assert coder.log_path == log
+    log = tmp_path / "logs" / log_file_name("coder")
+    assert coder.log_path == log and log.name.startswith("coder-")
     assert coder.log_tail == () and "does not exist" in coder.log_note
     assert not coder.log_exists
     log.parent.mkdir()

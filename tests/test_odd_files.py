@@ -6,17 +6,26 @@ one clear line or event, no traceback, nothing left running, nothing stalled."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from gguf_factory import write_tiny_llama
 from gpuwarden.cli import main
 from gpuwarden.engine.clock import SystemClock
-from gpuwarden.engine.lifecycle.config import load_config
+from gpuwarden.engine.facade import Engine, ServicePaths
+from gpuwarden.engine.lifecycle.config import Config, ModelConfig, load_config
 from gpuwarden.engine.lifecycle.hints import HintStore
+from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
+from gpuwarden.engine.supervisor.llama_server import log_file_name
 from gpuwarden.engine.supervisor.registry import ServerRegistry
 from gpuwarden.engine.telemetry.scenario import ScenarioError, load_scenario
+from supervision_rig import EventWaiter
 
 DEEP = 450  # what was found: Python's TOML parser recurses once per level
 
@@ -101,3 +110,97 @@ def test_hints_and_registry_nested_too_deeply_are_set_aside_with_a_sentence(tmp_
         assert "nested too deeply" in record_problems[0]
         assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == [
             "hints.json.corrupt", "servers.json.corrupt"]
+
+
+# -- one log per model ------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine_paths(tmp_path: Path) -> ServicePaths:
+    return ServicePaths(journal=None, hints=None, logs=tmp_path / "logs",
+                        registry=tmp_path / "servers.json")
+
+
+def tiny_model(tmp_path: Path, name: str = "tiny", gguf: str = "tiny.gguf") -> ModelConfig:
+    path = tmp_path / gguf
+    if not path.exists():
+        write_tiny_llama(path)
+    return ModelConfig(name=name, backend="llama-server", path=path, placement="cpu",
+                       context_size=256, args=("--threads", "1", "--parallel", "1"))
+
+
+@pytest.fixture
+def start_engine(llama_server_bin: Path, engine_paths: ServicePaths, monkeypatch):
+    monkeypatch.setenv("GPUWARDEN_LLAMA_SERVER", str(llama_server_bin))
+    made: list[Engine] = []
+
+    def start(*models: ModelConfig) -> tuple[Engine, EventWaiter]:
+        engine = Engine.build(Config(models=models), TelemetryOptions(simulate=SimulateSpec()),
+                              engine_paths)
+        made.append(engine)
+        waiter = EventWaiter(engine)
+        engine.start()
+        return engine, waiter
+
+    yield start
+    for engine in made:
+        engine.close()
+
+
+def log_of(paths: ServicePaths, name: str) -> Path:
+    assert paths.logs is not None
+    return paths.logs / log_file_name(name)
+
+
+def storage_errors(engine: Engine) -> list[str]:
+    return [e.describe() for e in engine.events_since(0) if e.type == "storage.error"]
+
+
+def crash_once(engine: Engine, waiter: EventWaiter, name: str) -> dict[str, object]:
+    row = engine.model(name)
+    assert row is not None and row.pids
+    os.kill(row.pids[0], signal.SIGKILL)
+    return waiter.wait_for("model.crashed", name, timeout=20).to_dict()
+
+
+def unload_within(engine: Engine, waiter: EventWaiter, name: str, seconds: float) -> None:
+    asked = time.monotonic()
+    assert engine.unload(name).ok
+    waiter.wait_for("model.unloaded", name, timeout=seconds)
+    assert time.monotonic() - asked < seconds
+
+
+HEADLESS_CONFIG = """
+[[models]]
+name = "tiny"
+backend = "llama-server"
+path = "{path}"
+placement = "cpu"
+context_size = 256
+args = ["--threads", "1", "--parallel", "1"]
+autostart = true
+"""
+
+
+def test_every_model_name_gets_its_own_readable_log_file():
+    names = ["x y", "x_y", "x/y", "模型", "модель", "", "..", "a" * 300, "tiny"]
+    files = [log_file_name(n) for n in names]
+    assert len(set(files)) == len(names)
+    assert all(f.endswith(".log") and "/" not in f and not f.startswith(".") and
+               len(f.encode()) < 100 for f in files)
+    assert files[0].startswith("x_y-") and files[-1].startswith("tiny-")
+
+
+@pytest.mark.timeout(120)
+def test_two_models_whose_names_once_shared_a_log_each_report_only_their_own_lines(
+        tmp_path, engine_paths, start_engine):
+    spaced, under = tiny_model(tmp_path, "x y", "spaced.gguf"), tiny_model(tmp_path, "x_y",
+                                                                          "under.gguf")
+    engine, waiter = start_engine(spaced, under)
+    engine.load("x y")
+    waiter.wait_for("model.ready", "x y", timeout=30)
+    engine.load("x_y")  # starts after "x y": once, its lines landed in the middle of x y's
+    waiter.wait_for("model.ready", "x_y", timeout=30)
+    tail = "\n".join(crash_once(engine, waiter, "x y")["log_tail"])  # type: ignore[arg-type]
+    assert "spaced.gguf" in tail and "under.gguf" not in tail
+    assert log_of(engine_paths, "x y") != log_of(engine_paths, "x_y")

@@ -9,6 +9,7 @@ once; /health every 5 s (2 s timeout, 3 misses = hung, killed); /metrics every s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -262,7 +263,9 @@ class LlamaServerBackend:
                             self._registry.path, exc_info=True)
 
     def _log_path(self, name: str) -> Path:
-        return self._log_dir / f"{_safe(name)}.log"
+        """``<name>-<hash>.log``: readable, and one file per model even when two names
+        read the same once made safe for a file name ("x y" and "x_y")."""
+        return self._log_dir / log_file_name(name)
 
     # -- adoption -------------------------------------------------------------------------
 
@@ -459,8 +462,12 @@ def _throttled(launch: Launch) -> tuple[str, ...]:
     return ("--parallel", str(slots), "--kv-unified")
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
+def log_file_name(name: str) -> str:
+    """The model's name made safe for a file name (at most 64 characters of it), and a
+    short hash of the exact name, so no two models share a log."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:64] or "model"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe}-{digest}.log"
 
 
 def _create_time(pid: int) -> float:
