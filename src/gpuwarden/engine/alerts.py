@@ -193,7 +193,7 @@ class AlertBoard:
                 self._drop(f"gave-up:{event.model}")
             case ConfigProblemFound():
                 self._put(f"config:{event.message}", "warning", None, "Config problem",
-                          f"{event.message} (skipped or replaced by a default)", event.ts)
+                          event.message, event.ts)
             case StorageError():
                 self._put(f"storage:{event.path}", "error", None, f"Cannot write {event.path}",
                           event.message, event.ts)
