@@ -5,23 +5,28 @@ one clear line or event, no traceback, nothing left running, nothing stalled."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from gguf_factory import write_tiny_llama
 from gpuwarden.cli import main
 from gpuwarden.engine.clock import SystemClock
+from gpuwarden.engine.details import read_log_tail
 from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import Config, ModelConfig, load_config
 from gpuwarden.engine.lifecycle.hints import HintStore
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
+from gpuwarden.engine.supervisor import logfile
 from gpuwarden.engine.supervisor.llama_server import log_file_name
 from gpuwarden.engine.supervisor.registry import ServerRegistry
 from gpuwarden.engine.telemetry.scenario import ScenarioError, load_scenario
@@ -204,3 +209,151 @@ def test_two_models_whose_names_once_shared_a_log_each_report_only_their_own_lin
     tail = "\n".join(crash_once(engine, waiter, "x y")["log_tail"])  # type: ignore[arg-type]
     assert "spaced.gguf" in tail and "under.gguf" not in tail
     assert log_of(engine_paths, "x y") != log_of(engine_paths, "x_y")
+
+
+# -- a log that is a FIFO or a device, or in a folder that cannot be used --------------
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("reader", [False, True], ids=["nobody-reads", "someone-reads"])
+def test_a_fifo_log_never_blocks_the_model_runs_and_the_user_is_told_once(
+        tmp_path, engine_paths, start_engine, reader, caplog):
+    fifo = log_of(engine_paths, "tiny")
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK) if reader else None
+    try:
+        engine, waiter = start_engine(tiny_model(tmp_path))
+        engine.load("tiny")
+        waiter.wait_for("model.ready", "tiny", timeout=30)
+        assert storage_errors(engine) == [
+            f"Could not save {fifo}: it is a FIFO (named pipe), not a regular file; tiny runs "
+            "with its output discarded (no log lines)"]
+        details = engine.details("tiny")
+        assert details is not None and details.log_tail == ()
+        assert "FIFO" in details.log_note
+        unload_within(engine, waiter, "tiny", 10)
+        engine.load("tiny")  # the same problem again: not said again
+        waiter.wait_for("model.ready", "tiny", count=2, timeout=30)
+        assert len(storage_errors(engine)) == 1
+        assert not crash_once(engine, waiter, "tiny")["log_tail"]
+        fifo.unlink()  # the user fixes it: the next launch writes its log again
+        engine.load("tiny")
+        waiter.wait_for("model.ready", "tiny", count=3, timeout=30)
+        recovered = waiter.wait_for("storage.recovered", timeout=5).to_dict()
+        assert recovered["path"] == str(fifo) and fifo.is_file()
+        details = engine.details("tiny")
+        assert details is not None and details.log_tail and details.log_note == ""
+    finally:
+        if held is not None:
+            os.close(held)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+@pytest.mark.timeout(120)
+def test_headless_with_a_fifo_log_ends_on_time(tmp_path, llama_server_bin):
+    config = tmp_path / "config.toml"
+    config.write_text(HEADLESS_CONFIG.format(path=write_tiny_llama(tmp_path / "tiny.gguf")))
+    env = {**os.environ, "GPUWARDEN_LLAMA_SERVER": str(llama_server_bin)}
+    fifo = Path(env["XDG_DATA_HOME"]) / "gpuwarden" / "logs" / log_file_name("tiny")
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    began = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "gpuwarden", "headless", "--config",
+                           str(config), "--duration", "4", "--events", "-"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - began
+    assert proc.returncode == 0, proc.stderr
+    assert took < 4 + 20  # start-up, the run, a clean stop: never stuck in open()
+    types = [json.loads(line)["type"] for line in proc.stdout.splitlines()]
+    assert "model.ready" in types and types.count("storage.error") == 1
+    assert "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if "FIFO" in line] == [
+        line for line in proc.stderr.splitlines() if str(fifo) in line]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/full"])
+def test_a_log_linked_to_a_device_is_never_read_and_stops_nothing(
+        tmp_path, engine_paths, start_engine, device):
+    link = log_of(engine_paths, "tiny")
+    link.parent.mkdir()
+    link.symlink_to(device)
+    engine, waiter = start_engine(tiny_model(tmp_path))
+    engine.load("tiny")
+    waiter.wait_for("model.ready", "tiny", timeout=30)
+    assert storage_errors(engine) == [
+        f"Could not save {link}: it is a device ({device}), not a regular file; tiny runs "
+        "with its output discarded (no log lines)"]
+    unload_within(engine, waiter, "tiny", 10)  # /dev/full once made this never end
+    engine.load("tiny")
+    waiter.wait_for("model.ready", "tiny", count=2, timeout=30)
+    rss = psutil.Process().memory_info().rss
+    crashed = crash_once(engine, waiter, "tiny")  # /dev/zero once grew 1 GB a second here
+    assert not crashed["log_tail"]
+    details = engine.details("tiny")
+    assert details is not None and details.log_tail == () and device in details.log_note
+    assert psutil.Process().memory_info().rss - rss < 64 * 1024 * 1024
+
+
+@pytest.mark.timeout(60)
+def test_a_log_tail_reads_at_most_the_cap_whatever_the_file(tmp_path):
+    huge = tmp_path / "huge.log"
+    with huge.open("wb") as f:
+        f.truncate(8 * 1024 * 1024 * 1024)  # 8 GiB, sparse
+        f.seek(0, os.SEEK_END)
+        f.write(b"\nthe last line\n")
+    text = logfile.read_end(huge)
+    assert len(text.encode()) <= logfile.TAIL_BYTES and text.endswith("the last line\n")
+    assert read_log_tail(huge)[0][-1] == "the last line"
+    zero = tmp_path / "zero.log"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(logfile.NotRegularFile):
+        logfile.read_end(zero)
+    assert logfile.tail(zero) == ()
+    assert read_log_tail(zero) == ((), f"no log: {zero}: it is a device (/dev/zero), "
+                                        "not a regular file")
+
+
+@contextlib.contextmanager
+def read_only_folder(folder: Path) -> Iterator[None]:
+    """``folder`` read-only for this process: its mode for a user, a read-only tmpfs for
+    root (whom modes do not stop)."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"root cannot make a read-only folder here: {mounted.stderr!r}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("how", ["read-only", "a file"])
+def test_a_log_folder_that_cannot_be_used_is_said_once_and_the_model_still_runs(
+        tmp_path, engine_paths, start_engine, how, caplog):
+    folder = engine_paths.logs
+    assert folder is not None
+    with contextlib.ExitStack() as undo:
+        if how == "a file":
+            folder.write_text("not a folder\n")
+            why = f"the log folder {folder} is a file, not a folder"
+        else:
+            undo.enter_context(read_only_folder(folder))
+            why = f"the log folder {folder} is read-only"
+        engine, waiter = start_engine(tiny_model(tmp_path))
+        engine.load("tiny")
+        waiter.wait_for("model.ready", "tiny", timeout=30)
+        assert storage_errors(engine) == [f"Could not save {log_of(engine_paths, 'tiny')}: "
+                                          f"{why}; tiny runs with its output discarded (no "
+                                          "log lines)"]
+        unload_within(engine, waiter, "tiny", 10)
+        engine.close()
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"

@@ -7,7 +7,6 @@ happened to it (loads, moves, unloads, crashes), and the end of its server log.
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,11 +28,12 @@ from gpuwarden.engine.events import (
 )
 from gpuwarden.engine.lifecycle.config import ModelConfig
 from gpuwarden.engine.lifecycle.state import CrashRecord, ModelState
+from gpuwarden.engine.supervisor import logfile
 from gpuwarden.engine.tomlcheck import fmt_num
 
 HISTORY_LIMIT = 50  # newest history entries and crashes kept in a ModelDetails
-LOG_LINES = 40
-LOG_TAIL_BYTES = 16 * 1024
+LOG_LINES = logfile.TAIL_LINES
+LOG_TAIL_BYTES = logfile.TAIL_BYTES
 FROM_WINDOW = "set in the window"
 DEFAULT = "default"
 
@@ -179,20 +179,16 @@ def _crash(record: CrashRecord) -> CrashEntry:
 def read_log_tail(path: Path, lines: int = LOG_LINES,
                   max_bytes: int = LOG_TAIL_BYTES) -> tuple[tuple[str, ...], str]:
     """The last ``lines`` lines of the log at ``path`` (from its last ``max_bytes``
-    bytes; bytes that are not UTF-8 replaced), and a note when there are none."""
+    bytes; bytes that are not UTF-8 replaced), and a note when there are none. A FIFO
+    or a device at that path is never read (it could block, or never end)."""
     try:
-        with open(path, "rb") as f:
-            end = f.seek(0, os.SEEK_END)
-            start = max(0, end - max_bytes)
-            f.seek(start)
-            data = f.read(max_bytes)
+        tail = logfile.last_lines(logfile.read_end(path, 0, max_bytes), lines)
     except FileNotFoundError:
         return (), f"no log yet: {path} does not exist"
+    except logfile.NotRegularFile as exc:
+        return (), f"no log: {path}: {exc.reason}"
     except OSError as exc:
         return (), f"cannot read {path}: {exc.strerror or exc}"
-    text = data.decode("utf-8", errors="replace").splitlines()
-    if start > 0:
-        text = text[1:]  # the first line is cut
-    if not text:
+    if not tail:
         return (), f"the log is empty: {path}"
-    return tuple(line.rstrip() for line in text[-lines:]), ""
+    return tail, ""

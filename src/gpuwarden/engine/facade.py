@@ -117,10 +117,11 @@ class Engine:
                                             if self._registry is not None else [])
         logs = paths.logs or data_dir() / "logs"
         self._llama_server = LlamaServerBackend(logs, binary=_llama_binary(config),
-                                                registry=self._registry)
+                                                registry=self._registry, notify=self._bus.publish)
         backends: dict[str, Backend] = {"simulated": self._simulated_backend,
                                         "llama-server": self._llama_server,
-                                        "llama-cpp": LlamaCppPythonBackend(logs)}
+                                        "llama-cpp": LlamaCppPythonBackend(
+                                            logs, notify=self._bus.publish)}
         self._hints = HintStore(paths.hints, self._clock) if paths.hints is not None else None
         self.startup_problems += self._noted(paths.hints, self._hints.load()
                                              if self._hints is not None else [])

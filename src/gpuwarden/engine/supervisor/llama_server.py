@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from gpuwarden.engine.events import Event, StorageError, StorageRecovered
 from gpuwarden.engine.lifecycle.backend import (
     ActivityCallback,
     ExitCallback,
@@ -35,7 +36,7 @@ from gpuwarden.engine.lifecycle.config import ModelConfig
 from gpuwarden.engine.lifecycle.crash import DeathReport
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib
 from gpuwarden.engine.lifecycle.safety_guard import parallel_slots, sets_parallel
-from gpuwarden.engine.supervisor import http
+from gpuwarden.engine.supervisor import http, logfile
 from gpuwarden.engine.supervisor.leftovers import argv_changes, stop_servers
 from gpuwarden.engine.supervisor.locate import find_llama_server
 from gpuwarden.engine.supervisor.marker import marker_env
@@ -102,8 +103,11 @@ class LlamaServerBackend:
 
     def __init__(self, log_dir: Path, *, binary: Path | None = None,
                  settings: WatchSettings | None = None,
-                 registry: ServerRegistry | None = None) -> None:
+                 registry: ServerRegistry | None = None,
+                 notify: Callable[[Event], object] | None = None) -> None:
         self._log_dir = log_dir
+        self.notify = notify  # where the backend's own problems go (the engine's bus)
+        self._log_problems: dict[str, str] = {}  # model -> why its log is unusable, told once
         self._binary = binary
         self.settings = settings or WatchSettings()
         self._servers: dict[str, _Server] = {}
@@ -243,6 +247,7 @@ class LlamaServerBackend:
             return
         proc = server.proc
         assert proc is not None
+        self._log_usable(name, proc)
         record = ServerRecord(model=name, pid=proc.pid, port=server.port,
                               api_key=server.api_key, executable=str(Path(argv[0]).resolve()),
                               cmdline=tuple(argv), started_ts=_create_time(proc.pid),
@@ -266,6 +271,23 @@ class LlamaServerBackend:
         """``<name>-<hash>.log``: readable, and one file per model even when two names
         read the same once made safe for a file name ("x y" and "x_y")."""
         return self._log_dir / log_file_name(name)
+
+    def _log_usable(self, name: str, proc: ServerProcess) -> None:
+        """Say once (a storage.error and a log line) that ``name``'s log cannot be used
+        and its output is discarded, and (storage.recovered) when a launch can use it."""
+        problem = proc.log_problem
+        if problem is None:
+            if self._log_problems.pop(name, None) is not None and self.notify is not None:
+                self.notify(StorageRecovered(path=str(proc.log_path),
+                                             message=f"{name}'s server writes to it again"))
+            return
+        if self._log_problems.get(name) == problem:
+            return
+        self._log_problems[name] = problem
+        message = f"{problem}; {name} runs with its output discarded (no log lines)"
+        log.warning("%s: %s", proc.log_path, message)
+        if self.notify is not None:
+            self.notify(StorageError(path=str(proc.log_path), message=message))
 
     # -- adoption -------------------------------------------------------------------------
 
@@ -413,7 +435,7 @@ class LlamaServerBackend:
         if server is None or server.proc is None:
             return
         output = server.proc.new_output()
-        tail = tuple(output.splitlines()[-40:])
+        tail = logfile.last_lines(output)
         if not server.ready and not ex.stopped and _BIND_FAILED.search(output) and \
                 server.attempt < PORT_RETRIES:
             log.info("%s: port %d was taken, trying another", name, server.port)

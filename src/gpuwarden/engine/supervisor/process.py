@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from gpuwarden.engine.supervisor import logfile
 
@@ -40,6 +41,7 @@ class ServerProcess:
         self.pid = pid
         self.log_path = log_path
         self.log_offset = 0
+        self.log_problem: str | None = None  # why its output is not in its log
         self._popen = popen
         self._on_exit = on_exit
         self._stopping = threading.Event()
@@ -50,15 +52,23 @@ class ServerProcess:
     def launch(cls, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str],
                on_exit: ExitCallback) -> ServerProcess:
         """Start ``argv`` (a list: no shell), output appended to its log file. It gets its
-        own session, so a Ctrl+C meant for gpuwarden does not reach it."""
+        own session, so a Ctrl+C meant for gpuwarden does not reach it. A log that cannot
+        be used does not stop it: its output goes to /dev/null and ``log_problem`` says
+        why. OSError: ``argv[0]`` could not be run."""
         offset = logfile.size(log_path)
-        with logfile.open_for_server(log_path) as out:
+        problem: str | None = None
+        with contextlib.ExitStack() as opened:
+            try:
+                out: BinaryIO | int = opened.enter_context(logfile.open_for_server(log_path))
+            except logfile.LogUnusable as exc:
+                out, problem = subprocess.DEVNULL, exc.reason
             offset = min(offset, logfile.size(log_path))
             popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, env=dict(env),
                                      start_new_session=True)
         proc = cls(popen.pid, log_path, on_exit, popen)
         proc.log_offset = offset
+        proc.log_problem = problem
         proc._watcher.start()
         return proc
 
@@ -111,9 +121,10 @@ class ServerProcess:
     def wait_exited(self, timeout_s: float) -> bool:
         return self._exited.wait(timeout_s)
 
-    def new_output(self, limit: int = 64 * 1024) -> str:
-        """The end (at most ``limit`` bytes) of what this launch wrote to its log."""
-        return logfile.read_from(self.log_path, self.log_offset, limit)
+    def new_output(self) -> str:
+        """The end (at most :data:`logfile.TAIL_BYTES`) of what this launch wrote to its
+        log; "" when there is none or it cannot be read."""
+        return logfile.read_from(self.log_path, self.log_offset)
 
 
 def _pid_alive(pid: int) -> bool:
