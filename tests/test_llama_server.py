@@ -183,7 +183,9 @@ def test_a_binary_that_cannot_be_executed_is_a_launch_failure_not_a_stuck_model(
         assert rig.manager.load("tiny").ok
         crashed = rig.waiter.wait_for("model.crashed", "tiny").to_dict()
         assert crashed["kind"] == "launch_failed"
-        assert "cannot start" in crashed["log_tail"][0]
+        assert crashed["log_tail"][0] == (
+            f"llama-server at {broken} cannot be run: it is not a program (Exec format error: "
+            "a script without #!?)")
         assert rig.manager.state("tiny").device == "crashed"  # not stuck in "loading"
     finally:
         rig.close()

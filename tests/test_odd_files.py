@@ -22,6 +22,7 @@ from gguf_factory import write_tiny_llama
 from gpuwarden.cli import main
 from gpuwarden.engine.clock import SystemClock
 from gpuwarden.engine.details import read_log_tail
+from gpuwarden.engine.events import ModelCrashed
 from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import Config, ModelConfig, load_config
 from gpuwarden.engine.lifecycle.hints import HintStore
@@ -357,3 +358,57 @@ def test_a_log_folder_that_cannot_be_used_is_said_once_and_the_model_still_runs(
         unload_within(engine, waiter, "tiny", 10)
         engine.close()
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+# -- launch failures: one plain line and one event, never a traceback ----------------------
+
+
+def not_a_program(folder: Path) -> Path:
+    script = folder / "llama-server"
+    script.write_text("echo this script has no #! line\n")
+    script.chmod(0o755)
+    return script
+
+
+def not_executable(folder: Path) -> Path:
+    binary = folder / "llama-server"
+    binary.write_bytes(b"\x7fELF not really\n")
+    binary.chmod(0o644)
+    return binary
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("make", "named_by", "why"), [
+    (not_a_program, "config", "cannot be run: it is not a program (Exec format error: a script "
+                              "without #!?)"),
+    (not_executable, "config", "(from the config) cannot be run: it is not executable (chmod "
+                               "+x {binary})"),
+    (not_executable, "env", "(from $GPUWARDEN_LLAMA_SERVER) cannot be run: it is not "
+                            "executable (chmod +x {binary})"),
+], ids=["no-shebang", "not-executable", "not-executable-from-env"])
+def test_a_binary_that_cannot_be_run_is_one_line_and_one_event(tmp_path, make, named_by, why):
+    (tmp_path / "bin").mkdir()
+    binary = make(tmp_path / "bin")
+    config = tmp_path / "config.toml"
+    config.write_text(("" if named_by == "env" else f'llama_server = "{binary}"\n') +
+                      HEADLESS_CONFIG.format(path=write_tiny_llama(tmp_path / "tiny.gguf")))
+    env = {**os.environ, "PATH": str(tmp_path / "empty"),  # no other llama-server
+           "GPUWARDEN_LLAMA_SERVER": str(binary) if named_by == "env" else ""}
+    proc = subprocess.run([sys.executable, "-m", "gpuwarden", "headless", "--config",
+                           str(config), "--duration", "1", "--events", "-"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    said = f"llama-server at {binary} " + why.format(binary=binary)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and f"tiny: {said}" in lines[0], lines
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    crashed = [e for e in events if e["type"] == "model.crashed"]
+    assert [e["kind"] for e in crashed] == ["launch_failed"]
+    assert crashed[0]["log_tail"][0].startswith(said)
+    assert "model.restart_scheduled" not in [e["type"] for e in events]
+
+
+def test_a_launch_failure_is_said_in_gpuwarden_s_own_words_not_as_a_log_line():
+    why = "llama-server at /opt/llama-server cannot be run: it is not executable (chmod +x ...)"
+    event = ModelCrashed(model="tiny", kind="launch_failed", log_tail=(why,))
+    assert event.describe() == f"tiny could not be started: {why}"

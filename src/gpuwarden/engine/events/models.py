@@ -49,7 +49,7 @@ _CRASH_WORDS: Mapping[CrashKind, str] = {
     "hang": "stopped answering (hang) and was killed",
     "startup_timeout": "did not get ready in time and was stopped",
     "load_error": "could not load its model file",
-    "launch_failed": "could not be started (llama-server or the model file is missing)",
+    "launch_failed": "could not be started",
 }
 LOG_LINE_CHARS = 200  # of a crash's last log line, in its sentence
 
@@ -146,7 +146,9 @@ class ModelCrashed(ModelEvent):
         elif self.exit_code is not None:
             text += f" (exit code {self.exit_code})"
         last = next((line.strip() for line in reversed(self.log_tail) if line.strip()), "")
-        if last:
+        if last and self.kind == "launch_failed":  # gpuwarden's own words: why, what to do
+            text += f": {last}"
+        elif last:
             text += f"; its last log line: {last[:LOG_LINE_CHARS]}"
         return text
 

@@ -15,6 +15,7 @@ from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
 
 class LlamaCppPythonBackend(LlamaServerBackend):
     kind = "llama-cpp"
+    program = "the Python for llama-cpp-python"
     health_path = "/v1/models"
     metrics_path = None
 

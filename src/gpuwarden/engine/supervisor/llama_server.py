@@ -38,7 +38,7 @@ from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib
 from gpuwarden.engine.lifecycle.safety_guard import parallel_slots, sets_parallel
 from gpuwarden.engine.supervisor import http, logfile
 from gpuwarden.engine.supervisor.leftovers import argv_changes, stop_servers
-from gpuwarden.engine.supervisor.locate import find_llama_server
+from gpuwarden.engine.supervisor.locate import cannot_run, find_llama_server
 from gpuwarden.engine.supervisor.marker import marker_env
 from gpuwarden.engine.supervisor.oom import OomWatch
 from gpuwarden.engine.supervisor.process import Exit, ServerProcess
@@ -97,6 +97,7 @@ class _Server:
 
 class LlamaServerBackend:
     kind = "llama-server"
+    program = "llama-server"  # what a message calls the program it runs
     can_offload = True
     health_path = "/health"  # 503 while loading, 200 when ready
     metrics_path: str | None = "/metrics"  # request counters (--metrics)
@@ -124,6 +125,7 @@ class LlamaServerBackend:
         try:
             binary = self._resolve(launch)
         except FileNotFoundError as exc:
+            log.warning("%s: %s", name, exc)
             on_exit(DeathReport(name, launch.instance, kind_hint="launch_failed",
                                 log_tail=(str(exc),), during_startup=True))
             return
@@ -234,9 +236,9 @@ class LlamaServerBackend:
                 server.proc = ServerProcess.launch(
                     argv, log_path=self._log_path(name), env=env,
                     on_exit=lambda ex: self._exited(name, instance, ex))
-            except OSError as exc:  # not executable, wrong format, log folder unwritable
-                log.warning("cannot start %s for %s", argv[0], name, exc_info=True)
-                failed: str | None = f"cannot start {argv[0]}: {exc.strerror or exc}"
+            except OSError as exc:  # not executable, not a program, no interpreter
+                failed: str | None = cannot_run(Path(argv[0]), exc, self.program)
+                log.warning("%s: %s", name, failed)
             else:
                 failed = None
                 self._servers[name] = server

@@ -3,6 +3,7 @@ and llama.cpp's ``llama-fit-params`` (built beside it), which projects a launch'
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -17,9 +18,19 @@ HOW_TO_GET = (
 )
 
 
+ENV_VAR = "GPUWARDEN_LLAMA_SERVER"
+
+
 class LlamaServerNotFound(FileNotFoundError):
-    def __init__(self, tried: list[str]) -> None:
-        super().__init__(f"llama-server not found (looked at {', '.join(tried)}); {HOW_TO_GET}")
+    """No usable llama-server anywhere gpuwarden looks. ``unusable``: why the one the
+    user named (config or environment) cannot be run, when it exists."""
+
+    def __init__(self, tried: list[str], unusable: str | None = None) -> None:
+        if unusable is None:
+            text = f"llama-server not found (looked at {', '.join(tried)}); {HOW_TO_GET}"
+        else:
+            text = f"{unusable}; no other llama-server found (looked at {', '.join(tried)})"
+        super().__init__(text)
 
 
 def llama_server_cache_dir(version: str = LLAMA_CPP_PYTHON_VERSION, flavour: str = "cpu") -> Path:
@@ -58,12 +69,18 @@ def find_fit_params(llama_server: Path | None = None) -> Path | None:
 
 
 def find_llama_server(configured: Path | None = None) -> Path:
-    """The binary to run, in the documented order; LlamaServerNotFound says how to get one."""
+    """The binary to run, in the documented order; LlamaServerNotFound says how to get one
+    (or why the one the config or $GPUWARDEN_LLAMA_SERVER names cannot be run)."""
     tried: list[str] = []
+    unusable = None
     if configured is not None:
         if _usable(configured):
             return configured
-        tried.append(f"{configured} (from the config)")
+        if configured.exists():
+            unusable = f"llama-server at {configured} ({_named_by(configured)}) cannot be " \
+                f"run: {_why_unusable(configured)}"
+        else:
+            tried.append(f"{configured} ({_named_by(configured)})")
     on_path = shutil.which("llama-server")
     if on_path:
         return Path(on_path)
@@ -73,7 +90,38 @@ def find_llama_server(configured: Path | None = None) -> Path:
         if cached is not None:
             return cached
     tried.append(str(llama_server_cache_dir()))
-    raise LlamaServerNotFound(tried)
+    raise LlamaServerNotFound(tried, unusable)
+
+
+def _named_by(configured: Path) -> str:
+    """Who named this path: the environment variable, else the config."""
+    env = os.environ.get(ENV_VAR)
+    return f"from ${ENV_VAR}" if env and Path(env) == configured else "from the config"
+
+
+def _why_unusable(path: Path) -> str:
+    if path.is_dir():
+        return "it is a folder"
+    if not path.is_file():
+        return "it is not a regular file"
+    return f"it is not executable (chmod +x {path})"
+
+
+def cannot_run(program: Path, exc: OSError, what: str = "llama-server") -> str:
+    """Why ``program`` failed to start (``exc`` from exec), in words a person can act on:
+    ``llama-server at X cannot be run: it is not a program (...)``."""
+    if exc.errno == errno.ENOEXEC:
+        why = "it is not a program (Exec format error: a script without #!?)"
+    elif exc.errno == errno.EACCES:
+        why = (f"it is not executable (chmod +x {program})" if not os.access(program, os.X_OK)
+               else "permission denied (is its folder mounted noexec?)")
+    elif exc.errno == errno.ENOENT and program.exists():
+        why = "the interpreter its #! line names was not found"
+    elif exc.errno == errno.ENOENT:
+        why = "it does not exist"
+    else:
+        why = exc.strerror or str(exc)
+    return f"{what} at {program} cannot be run: {why}"
 
 
 def find_fit_tool() -> Path | None:
