@@ -32,6 +32,7 @@ from gpuwarden.engine.events.models import (
     SwapRestored,
     UnloadReason,
 )
+from gpuwarden.engine.events.servers import LeftoverServerStopped
 from gpuwarden.engine.events.system import (
     AutomationChanged,
     ConfigProblemFound,
@@ -64,6 +65,7 @@ __all__ = [
     "GpuLost",
     "GpuRecovered",
     "GpuUnavailable",
+    "LeftoverServerStopped",
     "Listener",
     "LoadReason",
     "ModelCrashed",

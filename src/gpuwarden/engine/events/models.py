@@ -21,7 +21,7 @@ CrashKind = Literal["oom_killed", "gpu_oom", "crash", "hang", "startup_timeout",
 _LOAD_WHY: Mapping[LoadReason, str] = {
     "user": " (you asked)",
     "autostart": " (autostart)",
-    "restart": " (restart after a crash)",
+    "restart": " (restarting: after a crash, a Restart or new settings)",
     "restore": " (back, now that there is room)",
     "offload": " (moved off the GPU)",
     "adopted": "",
