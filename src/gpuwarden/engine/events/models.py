@@ -21,7 +21,7 @@ CrashKind = Literal["oom_killed", "gpu_oom", "crash", "hang", "startup_timeout",
 _LOAD_WHY: Mapping[LoadReason, str] = {
     "user": " (you asked)",
     "autostart": " (autostart)",
-    "restart": " (restarting: after a crash, a Restart or new settings)",
+    "restart": " (restarting)",
     "restore": " (back, now that there is room)",
     "offload": " (moved off the GPU)",
     "adopted": "",
