@@ -331,3 +331,37 @@ def test_after_a_kill_9_the_server_of_a_removed_model_is_stopped(tiny, other, tm
         assert set(recorded(data.registry)) == {"other"}
     finally:
         engine.close()
+
+
+def test_a_start_with_an_unusable_config_leaves_the_servers_until_it_can_be_read(
+        tmp_path: Path, tiny: ModelConfig, paths: ServicePaths):
+    """The window starts when nothing in the config file can be used: every model would
+    look removed, so the servers left running are neither adopted nor stopped; once the
+    file is fixed they are adopted, never started twice."""
+    from gpuwarden.engine.lifecycle.config import load_config
+
+    pid = leave_running(config_of(tiny), paths)["tiny"]
+    config_file = tmp_path / "gpuwarden.toml"
+    config_file.write_text("[[models]\nname = \"tiny\"\n")  # a syntax error
+    broken, problems = load_config(config_file)
+    assert problems and problems[0].whole_file
+    engine = Engine.build(broken, TelemetryOptions(simulate=SimulateSpec()), paths,
+                          problems=problems, config_path=config_file)
+    events = EventWaiter(engine)
+    engine.start(watch_config=False)
+    try:
+        assert not gone(pid) and leftover_events(engine) == []
+        note = [e.describe() for e in engine.events_since(0) if e.type == "config.problem"]
+        assert any("left alone until the config file can be read" in n for n in note)
+        config_file.write_text(
+            f'[[models]]\nname = "tiny"\nbackend = "llama-server"\npath = "{tiny.path}"\n'
+            'placement = "cpu"\ncontext_size = 256\nargs = ["--threads", "1", "--parallel", '
+            '"1"]\nautostart = true\n')
+        assert engine.reload_config().ok
+        events.wait_for("model.ready", "tiny", timeout=DEADLINE_S)
+        row = engine.model("tiny")
+        assert row is not None and row.pids == (pid,)  # adopted, not a second copy
+        assert servers_of(tiny.path) == [pid]
+    finally:
+        engine.close()
+    assert wait_until(lambda: gone(pid), DEADLINE_S)

@@ -206,8 +206,6 @@ class MainWindow(QMainWindow):
         self._window_s = float(self.window_choice.itemData(index))
         if hasattr(self, "menus"):
             self.menus.check_range(self._window_s)
-        self._set_tab_order()
-        self.model_panel.more_actions = [self.menus.edit_model, self.menus.remove_model]
         for panel in self._panels():
             panel.set_window(self._window_s)
         self._bridge.set_window(self._window_s)

@@ -143,6 +143,11 @@ class Engine:
         self._running = False
         self._watcher: ConfigWatcher | None = None
         self._config_file = ConfigFile(config_path) if config_path is not None else None
+        problems = list(problems)
+        # Nothing in the config file could be used: the servers an earlier gpuwarden left
+        # running are neither adopted nor stopped (every model would look removed) until
+        # the file can be read.
+        self._takeover_waits = any(getattr(p, "whole_file", False) for p in problems)
         for problem in problems:
             self._bus.publish(ConfigProblemFound(message=str(problem)))
         for found in self._file_problems:
@@ -172,7 +177,12 @@ class Engine:
         if self._running:
             return
         self._running = True
-        replaced = self._adopt_running_servers()
+        replaced = self._adopt_running_servers() if not self._takeover_waits else []
+        if self._takeover_waits and (left := self._llama_server.leftovers()):
+            self._bus.publish(ConfigProblemFound(
+                message=f"{len(left)} llama-server(s) left running by an earlier gpuwarden "
+                        f"({', '.join(sorted({r.model for r in left}))}) are left alone until "
+                        "the config file can be read; then they are adopted or stopped"))
         self._planner.warm(self._manager.config.models)
         self._sample(self._clock.monotonic())
         load_again(self._manager, self._bus, replaced)
@@ -330,7 +340,13 @@ class Engine:
             message += " (the sample interval applies at the next start)"
         if diff.unusable is None:
             self._planner.warm(diff.config.models)  # outside the lock: the fit tool may run
-            self._manager.reconfigure(diff)
+            if self._takeover_waits:  # the first usable config since an unusable start:
+                self._takeover_waits = False  # adopt or stop what runs, then autostart
+                self._manager.reconfigure(diff, autostart=False)
+                load_again(self._manager, self._bus, self._adopt_running_servers())
+                self._manager.autostart()
+            else:
+                self._manager.reconfigure(diff)
             if "llama_server" in diff.settings_changed:
                 self._llama_server.set_binary(_llama_binary(diff.config))
         self._bus.publish(ConfigReloaded(path=str(path),

@@ -282,8 +282,9 @@ class LifecycleManager(LoadCommands):
 
     # -- the config changes -----------------------------------------------------------
 
-    def reconfigure(self, diff: ConfigDiff) -> None:
-        """Apply a re-read config: new models appear, removed ones stop and go, changed
+    def reconfigure(self, diff: ConfigDiff, *, autostart: bool = True) -> None:
+        """Apply a re-read config: new models appear (and autostart, unless
+        ``autostart`` is False: the caller does it), removed ones stop and go, changed
         ones take their new settings at their next load; limits apply at once."""
         with self._locked():
             self._cfg = diff.config
@@ -310,7 +311,8 @@ class LifecycleManager(LoadCommands):
                     self._stop(name, Stopping("removed"))
                 else:
                     self._drop(name)
-            self._autostart(m.name for m in diff.added if m.autostart)
+            if autostart:
+                self._autostart(m.name for m in diff.added if m.autostart)
 
     # -- adoption, autostart, shutdown ----------------------------------------------------
 
