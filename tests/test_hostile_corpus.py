@@ -49,7 +49,8 @@ def no_traceback(done: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in both and "Error:" not in both.replace("error:", ""), both
 
 
-CONFIGS = [*sorted(p.name for p in (CORPUS / "config").iterdir()), "deep-arrays.toml", "deep-tables.toml"]
+DEEP = ("deep-arrays.toml", "deep-tables.toml")
+CONFIGS = [*sorted(p.name for p in (CORPUS / "config").iterdir()), *DEEP]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -65,7 +66,7 @@ def test_a_hostile_config_is_told_by_file_and_line_never_a_traceback(name: str,
     assert "\x00" not in done.stderr  # a raw control byte is never echoed
 
 
-SCENARIOS = [*sorted(p.name for p in (CORPUS / "scenario").iterdir()), "deep-arrays.toml", "deep-tables.toml"]
+SCENARIOS = [*sorted(p.name for p in (CORPUS / "scenario").iterdir()), *DEEP]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
