@@ -16,6 +16,8 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+STANDIN = Path(__file__).resolve()  # run it: python STANDIN --model SPEC --port N
+
 
 def write_executable(folder: Path) -> Path:
     """An executable named llama-server that runs this stand-in, for a backend's binary."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,11 @@ from gpuwarden.engine.clock import FakeClock
 from gpuwarden.engine.lifecycle.config import ModelConfig
 from gpuwarden.engine.lifecycle.crash import classify
 from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
+from gpuwarden.engine.supervisor.command import CommandBackend
 from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
-from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
+from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, free_port
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
-from standin_server import write_executable
+from standin_server import STANDIN, write_executable
 from supervision_rig import FAST
 
 INSTANCE = 5
@@ -205,3 +207,18 @@ class TestLlamaCppPythonStandin(TestLlamaServerStandin):
     no_activity = "the llama-cpp-python server has no request counters (metrics_path None)"
     backend_cls = LlamaCppPythonBackend
     kind = "llama-cpp"
+
+
+class TestCommand(BackendContract):
+    """Any command line: tests/standin_server.py run as a plain program with a health URL."""
+
+    no_activity = "a command has no request counters: it never calls on_activity"
+    no_model_file = "a command runs a program, not a model file"
+
+    def make(self, tmp_path):
+        port = free_port()
+        command = (sys.executable, str(STANDIN), "--model", str(_spec(tmp_path)),
+                   "--port", str(port))
+        config = ModelConfig(NAME, "command", command=command, placement="cpu",
+                             health_url=f"http://127.0.0.1:{port}/health")
+        return ContractRig(CommandBackend(tmp_path / "logs", settings=FAST)), config

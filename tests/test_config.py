@@ -112,7 +112,7 @@ def test_model_defaults_and_types() -> None:
 def test_every_model_field_has_a_spec() -> None:
     assert set(MODEL_FIELDS) == {f.name for f in dataclasses.fields(ModelConfig)} - {
         "line", "gpu_auto", "key_lines"}  # gpu_auto: written as gpu = "auto"
-    assert BACKEND_KINDS == ("llama-server", "llama-cpp", "simulated")
+    assert BACKEND_KINDS == ("llama-server", "llama-cpp", "simulated", "command")
     assert EVICTION_POLICIES == ("idle", "pressure", "never")
 
 
@@ -203,7 +203,7 @@ def check_bad_entry(content: str, needle: str, entry: str, field: str, text: str
         ('placement = "cpu"', "layers = 0", "gamma", "layers",
          "must be an integer from 1 to 100000"),
         ('name = "beta"\nbackend = "simulated"', 'name = "beta"\nbackend = "vllm"', "beta",
-         "backend", "'backend' must be one of: llama-server, llama-cpp, simulated, got 'vllm'"),
+         "backend", "'backend' must be one of: llama-server, llama-cpp, simulated, command, got 'vllm'"),
     ],
 )
 def test_bad_model_value_skips_only_that_entry(
@@ -292,7 +292,7 @@ def test_a_backend_that_is_not_built_is_refused_when_the_config_is_read(tmp_path
     assert [(p.line, p.entry, p.field) for p in problems] == [(line, "beta", "backend")]
     assert str(problems[0]) == (
         f"config.toml:{line}: model 'beta': backend 'torch' is not available in this "
-        "version of gpuwarden (available: llama-server, llama-cpp, simulated)")
+        "version of gpuwarden (available: llama-server, llama-cpp, simulated, command)")
     assert names(config) == ["alpha", "gamma"]
     # no path needed to be told so, and no other complaint about the entry
     _, problem = only_problem(GOOD.replace('"beta"\nbackend = "simulated"',

@@ -50,6 +50,7 @@ from gpuwarden.engine.runtime import TelemetryOptions, build_sampler
 from gpuwarden.engine.safety.overhead import OverheadBook
 from gpuwarden.engine.safety.preflight import Verdict as PreflightVerdict
 from gpuwarden.engine.safety.verdict import Verdict
+from gpuwarden.engine.supervisor.command import CommandBackend
 from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
 from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
 from gpuwarden.engine.supervisor.locate import find_fit_params
@@ -121,7 +122,9 @@ class Engine:
         backends: dict[str, Backend] = {"simulated": self._simulated_backend,
                                         "llama-server": self._llama_server,
                                         "llama-cpp": LlamaCppPythonBackend(
-                                            logs, notify=self._bus.publish)}
+                                            logs, notify=self._bus.publish),
+                                        "command": CommandBackend(logs,
+                                                                  notify=self._bus.publish)}
         self._hints = HintStore(paths.hints, self._clock) if paths.hints is not None else None
         self.startup_problems += self._noted(paths.hints, self._hints.load()
                                              if self._hints is not None else [])

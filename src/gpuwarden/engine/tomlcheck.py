@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-Kind = Literal["number", "integer", "string", "choice", "choice_or_integer", "boolean", "strings"]
+Kind = Literal["number", "integer", "string", "choice", "choice_or_integer", "boolean", "strings",
+               "string_table"]
 _PLAIN: Mapping[str, str] = {
     "string": "a non-empty string",
     "boolean": "true or false",
     "strings": "an array of strings",
+    "string_table": "a table of strings ({KEY = \"value\"})",
 }
 
 
@@ -65,6 +67,8 @@ class FieldSpec:
             return isinstance(value, bool)
         if self.kind == "strings":
             return isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if self.kind == "string_table":
+            return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
         if self.kind in ("choice", "choice_or_integer") and isinstance(value, str):
             return value in self.choices
         if self.kind == "choice":
@@ -102,6 +106,8 @@ class FieldSpec:
             return float(value)  # type: ignore[arg-type]  # accepted, so a number
         if self.kind == "strings":
             return tuple(value)  # type: ignore[arg-type]  # accepted, so a list
+        if self.kind == "string_table":  # (key, value) pairs: hashable, in the file's order
+            return tuple(value.items())  # type: ignore[attr-defined]  # accepted: a dict
         return value
 
 
@@ -143,6 +149,11 @@ def boolean(*, default: bool | None = None) -> FieldSpec:
 
 def strings() -> FieldSpec:
     return FieldSpec("strings")
+
+
+def string_table() -> FieldSpec:
+    """A table whose values are all strings (an environment)."""
+    return FieldSpec("string_table")
 
 
 @dataclass(frozen=True, slots=True)

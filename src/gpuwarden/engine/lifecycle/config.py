@@ -33,6 +33,7 @@ from gpuwarden.engine.tomlcheck import (
     printable,
     read_text,
     show,
+    string_table,
     strings,
 )
 from gpuwarden.engine.tomlcheck import text as string
@@ -40,7 +41,7 @@ from gpuwarden.engine.tomlcheck import text as string
 PlacementMode = Literal["gpu", "cpu", "auto"]
 Placement: TypeAlias = PlacementMode | int  # int >= 0: number of GPU layers (partial offload)
 EvictionPolicy = Literal["idle", "pressure", "never"]
-BackendKind = Literal["llama-server", "llama-cpp", "simulated"]  # the backends that exist
+BackendKind = Literal["llama-server", "llama-cpp", "simulated", "command"]  # those that exist
 PLACEMENT_MODES: tuple[str, ...] = get_args(PlacementMode)
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 # Backends named in the design but not built: refused with a message that says so.
@@ -69,6 +70,14 @@ class ModelConfig:
     line: int | None = None  # line of its [[models]] header
     threads: int | None = None  # CPU threads for the backend (None: its own default)
     gpu_auto: bool = False  # gpu = "auto": the pre-flight picks the GPU it fits best
+    # backend = "command" only: the program and its arguments (no shell), where it says it
+    # is ready (http://127.0.0.1:PORT/path; None: ready once it has run ready_after_s),
+    # the environment it gets on top of gpuwarden's, and the folder it starts in
+    command: tuple[str, ...] = ()
+    health_url: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: Path | None = None
+    ready_after_s: float = 1.0
     # The keys its entry writes, with the line of each (None: not found): what was set in
     # the file rather than left to its default. Not a setting: a reload compares without it.
     key_lines: tuple[tuple[str, int | None], ...] = field(default=(), compare=False,
@@ -167,7 +176,14 @@ MODEL_FIELDS: Mapping[str, FieldSpec] = {
     "layers": integer(1, 100_000),
     "load_time_s": number(0),
     "autostart": boolean(),
+    "command": strings(),
+    "health_url": string(),
+    "env": string_table(),
+    "cwd": string(),
+    "ready_after_s": number(0, 3600),
 }
+COMMAND_KEYS: tuple[str, ...] = ("command", "health_url", "env", "cwd", "ready_after_s")
+_HEALTH_URL = re.compile(r"http://(?:127\.0\.0\.1|localhost):(\d{1,5})(/\S*)?")
 _LEVELS = ("vram", "ram", "cpu")
 PRESSURE_FIELDS: Mapping[str, FieldSpec] = {
     **{f"{kind}_{edge}_pct": number(0, 100) for kind in _LEVELS for edge in ("enter", "clear")},
@@ -421,10 +437,13 @@ class _Parser:
         problems += self.duplicate(table, name)
         if "path" in good:
             good["path"] = self.model_path(table, str(good["path"]), problems)
+        problems += self.command_problems(table, good)
         if problems:
             self.report(sorted(problems, key=lambda p: p.line or 0), entry)
             return None
         values = {k: MODEL_FIELDS[k].normalize(v) for k, v in good.items()}
+        if values["backend"] == "command":
+            values.setdefault("placement", "gpu")  # a program runs where it is put
         if values.get("gpu") == "auto":
             values |= {"gpu": 0, "gpu_auto": True}
         key_lines = tuple((key, self.doc.key_line(line, key)) for key in good)
@@ -432,7 +451,43 @@ class _Parser:
 
     @staticmethod
     def required(raw: Mapping[str, object]) -> tuple[str, ...]:
+        if raw.get("backend") == "command":
+            return ("name", "backend", "command")
         return ("name", "backend", "path") if _needs_file(raw) else ("name", "backend")
+
+    def command_problems(self, table: Table, good: dict[str, object]) -> list[TomlProblem]:
+        """What only ``backend = "command"`` accepts, checked (``good``'s ``cwd`` resolved
+        against the config's folder)."""
+        raw = table.values
+        if raw.get("backend") != "command":
+            return [self.fail_key(table, key, f"{key!r} is only for backend = \"command\"")
+                    for key in COMMAND_KEYS if key in raw]
+        problems: list[TomlProblem] = []
+        command = raw.get("command")
+        if isinstance(command, str) or command == []:
+            problems.append(self.fail_key(table, "command", (
+                "'command' must be a non-empty array of strings, one per argument (no shell), "
+                f'e.g. ["python", "main.py", "--port", "8188"], got {show(command)}')))
+        url = good.get("health_url")
+        if isinstance(url, str) and not _health_url_ok(url):
+            problems.append(self.fail_key(table, "health_url", (
+                "'health_url' must be http://127.0.0.1:PORT/path (or localhost), "
+                f"got {show(url)}")))
+        placement = good.get("placement", "gpu")
+        if placement not in ("gpu", "cpu"):
+            problems.append(self.fail_key(table, "placement", (
+                "backend \"command\" runs a program whole, on the GPU or off it: 'placement' "
+                f'must be "gpu" or "cpu" (no layers, no "auto"), got {show(placement)}')))
+        if "cwd" in good:
+            cwd = _expand(str(good["cwd"]))
+            cwd = good["cwd"] = cwd if cwd.is_absolute() else self.base_dir / cwd
+            if not cwd.is_dir():
+                problems.append(self.fail_key(table, "cwd", (
+                    f"'cwd' is not a folder: {printable(str(cwd))}")))
+        return problems
+
+    def fail_key(self, table: Table, key: str, message: str) -> TomlProblem:
+        return self.doc.fail(self.doc.key_line(table.line, key), key, message)
 
     def unbuilt(self, table: Table) -> TomlProblem:
         """The problem of a backend this version does not have."""
@@ -467,7 +522,12 @@ class _Parser:
 def _needs_file(raw: Mapping[str, object]) -> bool:
     """Whether the entry's backend runs a model file (not one that is unknown or unbuilt)."""
     backend = raw.get("backend")
-    return backend in BACKEND_KINDS and backend != "simulated"
+    return backend in BACKEND_KINDS and backend not in ("simulated", "command")
+
+
+def _health_url_ok(url: str) -> bool:
+    found = _HEALTH_URL.fullmatch(url)
+    return found is not None and 0 < int(found[1]) < 65536
 
 
 def _file_problem(path: Path) -> str | None:

@@ -101,6 +101,8 @@ class LlamaServerBackend:
     can_offload = True
     health_path = "/health"  # 503 while loading, 200 when ready
     metrics_path: str | None = "/metrics"  # request counters (--metrics)
+    port_retries = PORT_RETRIES  # launches again on another port when it could not bind
+    own_group = False  # True: stop signals the whole process group (ServerProcess.group)
 
     def __init__(self, log_dir: Path, *, binary: Path | None = None,
                  settings: WatchSettings | None = None,
@@ -225,17 +227,30 @@ class LlamaServerBackend:
     def argv(self, binary: Path, launch: Launch, port: int, api_key: str) -> list[str]:
         return server_argv(binary, launch, port, api_key)
 
+    def environment(self, launch: Launch) -> dict[str, str]:
+        """What the process gets on top of gpuwarden's own environment."""
+        return {"GGML_NO_BACKTRACE": "1",  # a crash must not start a debugger
+                **gpu_environment(launch)}
+
+    def workdir(self, launch: Launch) -> Path | None:
+        """The folder the process starts in (None: gpuwarden's)."""
+        return None
+
+    def health_path_of(self, launch: Launch) -> str:
+        """Where readiness is asked (on the server's port)."""
+        return self.health_path
+
     def _spawn(self, server: _Server) -> None:
         name, instance = server.launch.config.name, server.launch.instance
         assert server.binary is not None
         argv = self.argv(server.binary, server.launch, server.port, server.api_key)
-        env = {**os.environ, "GGML_NO_BACKTRACE": "1",  # a crash must not start a debugger
-               **gpu_environment(server.launch), **self._mark(server.launch)}
+        env = {**os.environ, **self.environment(server.launch), **self._mark(server.launch)}
         with self._lock:
             try:
                 server.proc = ServerProcess.launch(
                     argv, log_path=self._log_path(name), env=env,
-                    on_exit=lambda ex: self._exited(name, instance, ex))
+                    on_exit=lambda ex: self._exited(name, instance, ex),
+                    cwd=self.workdir(server.launch), group=self.own_group)
             except OSError as exc:  # not executable, not a program, no interpreter
                 failed: str | None = cannot_run(Path(argv[0]), exc, self.program)
                 log.warning("%s: %s", name, failed)
@@ -383,7 +398,7 @@ class LlamaServerBackend:
         assert proc is not None
         started = time.monotonic()
         while proc.alive and not server.stop.is_set():
-            if http.get(server.port, self.health_path, timeout_s=1.0,
+            if http.get(server.port, self.health_path_of(server.launch), timeout_s=1.0,
                         api_key=server.api_key).status == 200:
                 return proc.alive
             early = time.monotonic() - started < FAST_READY_WINDOW_S
@@ -439,7 +454,7 @@ class LlamaServerBackend:
         output = server.proc.new_output()
         tail = logfile.last_lines(output)
         if not server.ready and not ex.stopped and _BIND_FAILED.search(output) and \
-                server.attempt < PORT_RETRIES:
+                server.attempt < self.port_retries:
             log.info("%s: port %d was taken, trying another", name, server.port)
             self._spawn(_Server(server.launch, free_port(), server.api_key, server.on_ready,
                                 server.on_exit, server.on_activity, attempt=server.attempt + 1,

@@ -37,8 +37,9 @@ class ServerProcess:
     """A running server. ``on_exit`` is called once, from the watcher thread."""
 
     def __init__(self, pid: int, log_path: Path, on_exit: ExitCallback,
-                 popen: subprocess.Popen[bytes] | None = None) -> None:
+                 popen: subprocess.Popen[bytes] | None = None, *, group: bool = False) -> None:
         self.pid = pid
+        self.group = group  # signals go to its whole process group (it leads one)
         self.log_path = log_path
         self.log_offset = 0
         self.log_problem: str | None = None  # why its output is not in its log
@@ -50,11 +51,14 @@ class ServerProcess:
 
     @classmethod
     def launch(cls, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str],
-               on_exit: ExitCallback) -> ServerProcess:
+               on_exit: ExitCallback, cwd: Path | None = None,
+               group: bool = False) -> ServerProcess:
         """Start ``argv`` (a list: no shell), output appended to its log file. It gets its
         own session, so a Ctrl+C meant for gpuwarden does not reach it. A log that cannot
         be used does not stop it: its output goes to /dev/null and ``log_problem`` says
-        why. OSError: ``argv[0]`` could not be run."""
+        why. ``group``: every signal goes to its whole process group, and whatever is
+        left of the group when it ends is killed. OSError: ``argv[0]`` could not be run
+        (or ``cwd`` is not a usable folder)."""
         offset = logfile.size(log_path)
         problem: str | None = None
         with contextlib.ExitStack() as opened:
@@ -64,9 +68,9 @@ class ServerProcess:
                 out, problem = subprocess.DEVNULL, exc.reason
             offset = min(offset, logfile.size(log_path))
             popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT, env=dict(env),
+                                     stderr=subprocess.STDOUT, env=dict(env), cwd=cwd,
                                      start_new_session=True)
-        proc = cls(popen.pid, log_path, on_exit, popen)
+        proc = cls(popen.pid, log_path, on_exit, popen, group=group)
         proc.log_offset = offset
         proc.log_problem = problem
         proc._watcher.start()
@@ -89,6 +93,8 @@ class ServerProcess:
             code, sig = (None, -rc) if rc < 0 else (rc, None)
         else:
             _wait_pid(self.pid)
+        if self.group:  # what it started and left behind holds VRAM and ports: end it too
+            self.signal(signal.SIGKILL)
         try:  # report first, so whoever waits for the exit also sees its consequences
             self._on_exit(Exit(code, sig, time.monotonic(), self._stopping.is_set()))
         except Exception:
@@ -102,7 +108,10 @@ class ServerProcess:
 
     def signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):  # already gone: the watcher says so
-            os.kill(self.pid, sig)
+            if self.group:
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM, wait up to ``grace_s``, then SIGKILL. Blocks until it has exited."""
