@@ -203,7 +203,8 @@ def check_bad_entry(content: str, needle: str, entry: str, field: str, text: str
         ('placement = "cpu"', "layers = 0", "gamma", "layers",
          "must be an integer from 1 to 100000"),
         ('name = "beta"\nbackend = "simulated"', 'name = "beta"\nbackend = "vllm"', "beta",
-         "backend", "'backend' must be one of: llama-server, llama-cpp, simulated, command, got 'vllm'"),
+         "backend",
+         "'backend' must be one of: llama-server, llama-cpp, simulated, command, got 'vllm'"),
     ],
 )
 def test_bad_model_value_skips_only_that_entry(

@@ -437,6 +437,8 @@ class _Parser:
         problems += self.duplicate(table, name)
         if "path" in good:
             good["path"] = self.model_path(table, str(good["path"]), problems)
+        if raw.get("backend") == "command":  # its own message for a bad command line
+            problems = [p for p in problems if p.field != "command" or "command" not in raw]
         problems += self.command_problems(table, good)
         if problems:
             self.report(sorted(problems, key=lambda p: p.line or 0), entry)
@@ -464,7 +466,7 @@ class _Parser:
                     for key in COMMAND_KEYS if key in raw]
         problems: list[TomlProblem] = []
         command = raw.get("command")
-        if isinstance(command, str) or command == []:
+        if "command" in raw and ("command" not in good or command == []):
             problems.append(self.fail_key(table, "command", (
                 "'command' must be a non-empty array of strings, one per argument (no shell), "
                 f'e.g. ["python", "main.py", "--port", "8188"], got {show(command)}')))

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from pathlib import Path
 
-from gpuwarden.engine.events import Event
 from gpuwarden.engine.lifecycle.backend import (
     ActivityCallback,
     ExitCallback,
@@ -32,7 +30,7 @@ from gpuwarden.engine.supervisor.llama_server import (
     _Server,
     gpu_environment,
 )
-from gpuwarden.engine.supervisor.watch import HangDetector, WatchSettings
+from gpuwarden.engine.supervisor.watch import HangDetector
 
 log = logging.getLogger(__name__)
 _URL = re.compile(r"http://[^:/]+:(\d+)(/\S*)?")
@@ -52,10 +50,6 @@ class CommandBackend(LlamaServerBackend):
     metrics_path = None  # no request counters: it is used or not by its own clients
     port_retries = 0  # its port is its own, not one gpuwarden picks
     own_group = True
-
-    def __init__(self, log_dir: Path, *, settings: WatchSettings | None = None,
-                 notify: Callable[[Event], object] | None = None) -> None:
-        super().__init__(log_dir, settings=settings, notify=notify)
 
     def start(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback,
               on_activity: ActivityCallback | None = None) -> None:

@@ -265,11 +265,13 @@ class LlamaServerBackend:
         proc = server.proc
         assert proc is not None
         self._log_usable(name, proc)
-        record = ServerRecord(model=name, pid=proc.pid, port=server.port,
-                              api_key=server.api_key, executable=str(Path(argv[0]).resolve()),
-                              cmdline=tuple(argv), started_ts=_create_time(proc.pid),
-                              instance=instance, gpu=server.launch.config.gpu)
-        self._record(lambda r: r.add(record))
+        if self._registry is not None:  # kept for adoption only
+            record = ServerRecord(model=name, pid=proc.pid, port=server.port,
+                                  api_key=server.api_key,
+                                  executable=str(Path(argv[0]).resolve()),
+                                  cmdline=tuple(argv), started_ts=_create_time(proc.pid),
+                                  instance=instance, gpu=server.launch.config.gpu)
+            self._record(lambda r: r.add(record))
         threading.Thread(target=self._watch, args=(server,), name=f"health-{name}",
                          daemon=True).start()
 
