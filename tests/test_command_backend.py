@@ -72,6 +72,7 @@ def test_a_good_entry_needs_no_model_file_and_runs_on_the_gpu_by_default(tmp_pat
     assert comfy.command == ("python", "main.py", "--port", "8188")
     assert (comfy.placement, comfy.env, comfy.cwd) == ("gpu", (("HF_HOME", "/tmp/hf"),),
                                                          tmp_path / ".")
+    assert comfy.eviction == "pressure"  # it reports no use: "idle" would end it unused
 
 
 def standin_model(tmp_path: Path, name: str = "svc", **kw: object) -> ModelConfig:

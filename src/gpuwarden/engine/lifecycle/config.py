@@ -446,6 +446,7 @@ class _Parser:
         values = {k: MODEL_FIELDS[k].normalize(v) for k, v in good.items()}
         if values["backend"] == "command":
             values.setdefault("placement", "gpu")  # a program runs where it is put
+            values.setdefault("eviction", "pressure")  # it reports no use: idle means nothing
         if values.get("gpu") == "auto":
             values |= {"gpu": 0, "gpu_auto": True}
         key_lines = tuple((key, self.doc.key_line(line, key)) for key in good)
