@@ -170,3 +170,25 @@ def test_env_cwd_and_cpu_placement_reach_it_and_unload_ends_its_whole_group(tmp_
     assert "model.crashed" not in rig.waiter.types("rec"), unloaded
     assert wait_until(lambda: gone(grandchild), 10), "the grandchild outlived the unload"
     assert rig.backend.pids("rec") == ()
+
+
+@pytest.mark.parametrize("leave_running", [False, True])
+def test_closing_stops_a_command_and_waits_for_it_even_with_leave_running(tmp_path,
+                                                                          leave_running):
+    """Only llama-servers can be left for the next gpuwarden to adopt: a command is
+    stopped (and waited for) on close whatever --leave-running says, never orphaned."""
+    clock = FakeClock()
+    engine = Engine.build(Config(models=(standin_model(tmp_path),)),
+                          TelemetryOptions(simulate=SimulateSpec()),
+                          ServicePaths(None, None, logs=tmp_path / "logs"), clock=clock)
+    waiter = EventWaiter(engine)
+    engine.start(watch_config=False)
+    drive(engine, clock, 1.0)
+    assert engine.load("svc").ok
+    waiter.wait_for("model.ready", "svc", timeout=20)
+    row = engine.model("svc")
+    assert row is not None and row.pids
+    pid = row.pids[0]
+    engine.close(leave_running=leave_running)
+    assert gone(pid)  # close returned only once it had ended
+    assert "model.unloaded" in waiter.types("svc")

@@ -119,12 +119,14 @@ class Engine:
         logs = paths.logs or data_dir() / "logs"
         self._llama_server = LlamaServerBackend(logs, binary=_llama_binary(config),
                                                 registry=self._registry, notify=self._bus.publish)
+        # The backends whose models are processes of their own (stopped and waited for on
+        # close); only llama-server's can be left running for the next gpuwarden.
+        self._processes: dict[str, LlamaServerBackend] = {
+            "llama-server": self._llama_server,
+            "llama-cpp": LlamaCppPythonBackend(logs, notify=self._bus.publish),
+            "command": CommandBackend(logs, notify=self._bus.publish)}
         backends: dict[str, Backend] = {"simulated": self._simulated_backend,
-                                        "llama-server": self._llama_server,
-                                        "llama-cpp": LlamaCppPythonBackend(
-                                            logs, notify=self._bus.publish),
-                                        "command": CommandBackend(logs,
-                                                                  notify=self._bus.publish)}
+                                        **self._processes}
         self._hints = HintStore(paths.hints, self._clock) if paths.hints is not None else None
         self.startup_problems += self._noted(paths.hints, self._hints.load()
                                              if self._hints is not None else [])
@@ -252,12 +254,14 @@ class Engine:
         adopt), save the hints, close the journal and the probes."""
         if self._watcher is not None:
             self._watcher.stop()
-        if leave_running:
+        if leave_running:  # what cannot be adopted is stopped all the same: no orphan
+            self._manager.shutdown(keep=("llama-server",))
             self._llama_server.detach()
-            self._manager.save_hints()
         else:
             self._manager.shutdown()
-            self._llama_server.wait_stopped()
+        for backend in self._processes.values():
+            if backend is not self._llama_server or not leave_running:
+                backend.wait_stopped()
         self._sampler.close()
         if self._journal is not None:
             self._journal.close()

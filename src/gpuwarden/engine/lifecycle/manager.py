@@ -11,7 +11,7 @@ that carries them out is in ``core``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -357,11 +357,14 @@ class LifecycleManager(LoadCommands):
                 log.warning("autostart of %s refused: %s", name, result.message)
                 self._bus.publish(ModelRefused(model=name, message=result.message))
 
-    def shutdown(self) -> None:
-        """Stop every model (reason: shutdown); nothing is restarted afterwards."""
+    def shutdown(self, keep: Collection[str] = ()) -> None:
+        """Stop every model (reason: shutdown) but those of the backends in ``keep`` (left
+        running for the next gpuwarden to adopt); nothing is restarted afterwards."""
         with self._locked():
             self._waiting.clear()
             for s in list(self._states.values()):
+                if s.config.backend in keep:
+                    continue
                 self._put(replace(s, restart_at=None, user_unloaded=True))
                 if s.live:
                     self._stop(s.name, Stopping("shutdown"))
