@@ -21,8 +21,9 @@ from gpuwarden.engine.lifecycle.config import ModelConfig
 from gpuwarden.engine.lifecycle.crash import classify
 from gpuwarden.engine.lifecycle.simulated_backend import SimulatedBackend
 from gpuwarden.engine.supervisor.command import CommandBackend
+from gpuwarden.engine.supervisor.launch import free_port
 from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
-from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, free_port
+from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
 from standin_server import STANDIN, write_executable
 from supervision_rig import FAST

@@ -14,7 +14,7 @@ from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import Config, ModelConfig, RestartConfig, parse_config
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
 from gpuwarden.engine.supervisor.command import CommandBackend
-from gpuwarden.engine.supervisor.llama_server import free_port
+from gpuwarden.engine.supervisor.launch import free_port
 from helpers import drive
 from standin_server import STANDIN
 from supervision_rig import EventWaiter, SupervisionRig, wait_until

@@ -21,7 +21,7 @@ from gpuwarden.engine.facade import Engine, ServicePaths
 from gpuwarden.engine.lifecycle.config import load_config, parse_config
 from gpuwarden.engine.lifecycle.config_diff import diff_configs
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
-from gpuwarden.engine.supervisor.llama_server import log_file_name
+from gpuwarden.engine.supervisor.launch import log_file_name
 from helpers import drive
 
 CONFIG = """\

@@ -28,7 +28,7 @@ from gpuwarden.engine.lifecycle.config import Config, ModelConfig, load_config
 from gpuwarden.engine.lifecycle.hints import HintStore
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
 from gpuwarden.engine.supervisor import logfile
-from gpuwarden.engine.supervisor.llama_server import log_file_name
+from gpuwarden.engine.supervisor.launch import log_file_name
 from gpuwarden.engine.supervisor.registry import ServerRegistry
 from gpuwarden.engine.telemetry.scenario import ScenarioError, load_scenario
 from supervision_rig import EventWaiter

@@ -137,7 +137,7 @@ def test_gpu_auto_in_the_config_file():
 
 def test_a_server_sees_only_its_own_gpu_and_none_on_the_cpu(tmp_path: Path):
     from gpuwarden.engine.lifecycle.backend import Launch
-    from gpuwarden.engine.supervisor.llama_server import gpu_environment
+    from gpuwarden.engine.supervisor.launch import gpu_environment
 
     cfg = ModelConfig(name="m", backend="llama-server", path=tmp_path / "m.gguf", gpu=1)
     on_gpu = Launch(cfg, "gpu", 32, 1, gpu_uuid="GPU-1234")

@@ -134,7 +134,7 @@ def test_an_emergency_stop_by_hand_stops_the_gpus_models_and_says_which():
 def test_a_throttled_llama_server_starts_with_fewer_parallel_slots(tmp_path: Path):
     from gpuwarden.engine.lifecycle.backend import Launch
     from gpuwarden.engine.lifecycle.config import ModelConfig
-    from gpuwarden.engine.supervisor.llama_server import server_argv
+    from gpuwarden.engine.supervisor.launch import server_argv
 
     cfg = ModelConfig(name="m", backend="llama-server", path=tmp_path / "m.gguf",
                       args=("--parallel", "4"))

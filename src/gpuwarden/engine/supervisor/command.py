@@ -24,12 +24,8 @@ from gpuwarden.engine.lifecycle.backend import (
     ReadyCallback,
 )
 from gpuwarden.engine.supervisor import http
-from gpuwarden.engine.supervisor.llama_server import (
-    LlamaServerBackend,
-    _rss_mib,
-    _Server,
-    gpu_environment,
-)
+from gpuwarden.engine.supervisor.launch import gpu_environment
+from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, _rss_mib, _Server
 from gpuwarden.engine.supervisor.watch import HangDetector
 
 log = logging.getLogger(__name__)

@@ -9,13 +9,11 @@ once; /health every 5 s (2 s timeout, 3 misses = hung, killed); /metrics every s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,8 +33,13 @@ from gpuwarden.engine.lifecycle.backend import (
 from gpuwarden.engine.lifecycle.config import ModelConfig
 from gpuwarden.engine.lifecycle.crash import DeathReport
 from gpuwarden.engine.lifecycle.estimate import estimate_vram_mib
-from gpuwarden.engine.lifecycle.safety_guard import parallel_slots, sets_parallel
 from gpuwarden.engine.supervisor import http, logfile
+from gpuwarden.engine.supervisor.launch import (
+    free_port,
+    gpu_environment,
+    log_file_name,
+    server_argv,
+)
 from gpuwarden.engine.supervisor.leftovers import argv_changes, stop_servers
 from gpuwarden.engine.supervisor.locate import cannot_run, find_llama_server
 from gpuwarden.engine.supervisor.marker import marker_env
@@ -58,22 +61,6 @@ FAST_READY_WINDOW_S = 0.5
 FAST_READY_POLL_S = 0.025
 _BIND_FAILED = re.compile(r"couldn't bind|address already in use", re.IGNORECASE)
 _MIB = 1024.0 * 1024.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def server_argv(binary: Path, launch: Launch, port: int, api_key: str) -> list[str]:
-    cfg = launch.config
-    assert cfg.path is not None
-    return [str(binary), "--model", str(cfg.path), "--host", "127.0.0.1", "--port", str(port),
-            "--api-key", api_key, "--n-gpu-layers", ngl_arg(launch),
-            "--ctx-size", str(cfg.context_size), "--metrics", "--no-webui", "--alias", cfg.name,
-            *(("--threads", str(cfg.threads)) if cfg.threads else ()), *cfg.args,
-            *_throttled(launch)]
 
 
 @dataclass
@@ -480,64 +467,11 @@ class LlamaServerBackend:
         return server if server is not None and server.launch.instance == instance else None
 
 
-def gpu_environment(launch: Launch) -> dict[str, str]:
-    """Which GPU the server may use: only its own (by UUID, so CUDA's numbering cannot
-    differ from NVML's), and none on the CPU (no CUDA context, no VRAM held)."""
-    if launch.device == "cpu":
-        return {"CUDA_VISIBLE_DEVICES": ""}
-    if launch.gpu_uuid:
-        return {"CUDA_VISIBLE_DEVICES": launch.gpu_uuid, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-    return {}
-
-
-def _throttled(launch: Launch) -> tuple[str, ...]:
-    """Fewer parallel slots while the safety verdict asks to reduce intensity (after the
-    config's own arguments, so it wins)."""
-    slots = parallel_slots(launch.config.args, launch.throttle)
-    if slots is None:
-        return ()
-    if sets_parallel(launch.config.args):
-        return ("--parallel", str(slots))
-    # llama-server's own (auto) slots share one KV cache; keep it shared, so no request
-    # loses context to the throttle
-    return ("--parallel", str(slots), "--kv-unified")
-
-
-def log_file_name(name: str) -> str:
-    """The model's name made safe for a file name (at most 64 characters of it), and a
-    short hash of the exact name, so no two models share a log."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:64] or "model"
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{safe}-{digest}.log"
-
-
 def _create_time(pid: int) -> float:
     try:
         return float(psutil.Process(pid).create_time())
     except psutil.Error:
         return time.time()
-
-
-def ngl_arg(launch: Launch) -> str:
-    """``--n-gpu-layers``: ``all`` on the full GPU (whatever the file's real layer count:
-    a number equal to it would leave the first layer on the CPU, as llama.cpp offloads
-    the output layer first), else the planned number."""
-    return "all" if launch.device == "gpu" else str(launch.gpu_layers)
-
-
-ALL_LAYERS = 1_000_000  # what ``--n-gpu-layers all`` reads back as
-
-
-def gpu_layers_of(cmdline: tuple[str, ...]) -> int:
-    """The --n-gpu-layers a recorded server was started with (0 if absent; ``all``: every
-    layer)."""
-    for flag in ("--n-gpu-layers", "-ngl", "--gpu-layers"):
-        if flag in cmdline[:-1]:
-            value = cmdline[cmdline.index(flag) + 1]
-            if value == "all":
-                return ALL_LAYERS
-            return int(value) if value.isdigit() else 0
-    return 0
 
 
 def _rss_mib(pid: int) -> float:

@@ -18,8 +18,9 @@ from gpuwarden.engine.lifecycle.backend import (
 )
 from gpuwarden.engine.lifecycle.core import Attach
 from gpuwarden.engine.lifecycle.manager import LifecycleManager
+from gpuwarden.engine.supervisor.launch import gpu_layers_of
 from gpuwarden.engine.supervisor.leftovers import Stop, plan_takeover
-from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, gpu_layers_of
+from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
 from gpuwarden.engine.supervisor.registry import ServerRecord
 
 log = logging.getLogger(__name__)
