@@ -222,10 +222,11 @@ def test_actions_emit_commands_with_shortcuts_and_a_context_menu(panel: ModelPan
     shortcuts = {a.text(): a.shortcut().toString() for a in panel.actions()}
     assert shortcuts == {"Load": "Ctrl+L", "Unload": "Ctrl+U", "Move to CPU": "Ctrl+M",
                          "Restart": "Ctrl+R", "Pin": "Ctrl+P", "Raise priority": "Ctrl++",
-                         "Lower priority": "Ctrl+-"}
+                         "Lower priority": "Ctrl+-", "Test prompt…": "Ctrl+T"}
     menu = panel.context_menu()
     assert [a.text() for a in menu.actions()] == [
-        "Load", "Unload", "Move to CPU", "Restart", "Pin", "", "Eviction policy", "Priority"]
+        "Load", "Unload", "Move to CPU", "Restart", "Pin", "", "Eviction policy", "Priority",
+        "", "Test prompt…"]
     menu.deleteLater()
 
 

@@ -35,7 +35,7 @@ COMMANDS = frozenset({"load", "unload", "offload", "restart", "set_policy", "set
                       "pause_automation"})
 # The engine views the window may ask for off the UI thread; each answers what the engine
 # method returns.
-QUERIES = frozenset({"load_preview", "preflight", "details"})
+QUERIES = frozenset({"load_preview", "preflight", "details", "endpoint"})
 
 
 def running_engine_threads() -> list[QThread]:

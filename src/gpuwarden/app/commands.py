@@ -16,6 +16,7 @@ from gpuwarden.engine.lifecycle.core_state import AdminResult
 from gpuwarden.engine.lifecycle.policy import LoadPreview
 from gpuwarden.widgets.free_vram import FreeVramDialog
 from gpuwarden.widgets.load_choice import LoadChoiceDialog
+from gpuwarden.widgets.test_prompt import TestPromptDialog
 
 COMMAND_TEXT = {"load": "Load", "unload": "Unload", "offload": "Move to CPU",
                 "restart": "Restart", "pin": "Pin", "unpin": "Unpin",
@@ -36,6 +37,8 @@ class Commands(QObject):
         self._sent: dict[int, str] = {}
         self._previews: set[int] = set()
         self.dialog: LoadChoiceDialog | FreeVramDialog | None = None  # the one shown
+        self._endpoints: dict[int, str] = {}  # test prompt: query id -> model
+        self.test_prompts: dict[str, TestPromptDialog] = {}  # open, one per model
         bridge.command_finished.connect(self._on_finished)
         bridge.answered.connect(self._on_answered)
 
@@ -45,6 +48,10 @@ class Commands(QObject):
         if command == "load" and len(args) == 1:
             query = self._bridge.ask("load_preview", *args)
             self._previews.add(query)
+            return query
+        if command == "test_prompt" and len(args) == 1:
+            query = self._bridge.ask("endpoint", *args)
+            self._endpoints[query] = args[0]
             return query
         command_id = self._bridge.request(command, *args)
         self._sent[command_id] = command
@@ -63,6 +70,9 @@ class Commands(QObject):
 
     @Slot(int, object)
     def _on_answered(self, query_id: int, preview: object) -> None:
+        if query_id in self._endpoints:
+            self._open_test_prompt(self._endpoints.pop(query_id), preview)
+            return
         if query_id not in self._previews:
             return
         self._previews.discard(query_id)
@@ -80,6 +90,24 @@ class Commands(QObject):
     def send_load(self, model: str, how: str) -> None:
         command_id = self._bridge.request("load", model, how)
         self._sent[command_id] = "load"
+
+    def _open_test_prompt(self, model: str, endpoint: object) -> None:
+        """The test prompt dialog at the model's server, beside the window (not modal)."""
+        if not isinstance(endpoint, tuple):
+            self._answer(f"Test prompt: {model} is not ready to answer prompts", True)
+            return
+        old = self.test_prompts.pop(model, None)
+        if old is not None:
+            old.close()
+        dialog = TestPromptDialog(model, endpoint[0], endpoint[1], self._parent)
+        self.test_prompts[model] = dialog
+        dialog.finished.connect(lambda _: self._forget_prompt(model, dialog))
+        dialog.show()
+
+    def _forget_prompt(self, model: str, dialog: TestPromptDialog) -> None:
+        if self.test_prompts.get(model) is dialog:
+            del self.test_prompts[model]
+        dialog.deleteLater()
 
     def _show(self, dialog: LoadChoiceDialog | FreeVramDialog) -> None:
         if self.dialog is not None:

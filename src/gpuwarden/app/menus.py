@@ -71,6 +71,7 @@ class MenuBar:
             self.models.addAction(action)
         self.models.addMenu(panel.policy_menu)
         self.models.addMenu(panel.priority_menu)
+        self.models.addAction(panel.test_prompt_action)
         self.models.addSeparator()
         self.edit_model = add_action(self.models, "Edit model…", edit_model, "Ctrl+E")
         self.remove_model = add_action(self.models, "Remove model…", remove_model)

@@ -78,6 +78,10 @@ class ServicePaths:
     overhead: Path | None = None  # the learned CUDA overhead per GPU; None: in memory only
 
 
+# The backends that serve /v1/chat/completions (a command's program may serve anything).
+TEXT_BACKENDS = frozenset({"llama-server", "llama-cpp"})
+
+
 def _configured_llama_server() -> Path | None:
     value = os.environ.get("GPUWARDEN_LLAMA_SERVER")
     return Path(value) if value else None
@@ -407,6 +411,18 @@ class Engine:
         """What a load of ``name`` would do now (fits whole; the models a swap would
         unload; the layers that fit without moving anything), or why it cannot load."""
         return self._manager.load_preview(name)
+
+    def endpoint(self, name: str) -> tuple[str, str] | None:
+        """Where a ready text model answers (``("http://127.0.0.1:PORT", api_key)``), for
+        the panel's own test prompt; None when it is not ready or its backend serves no
+        OpenAI-compatible API (simulated, command)."""
+        state = self._manager.states().get(name)
+        backend = self._processes.get(state.config.backend) if state is not None else None
+        if state is None or not state.loaded or backend is None or \
+                state.config.backend not in TEXT_BACKENDS:
+            return None
+        found = backend.endpoint(name)
+        return (f"http://127.0.0.1:{found[0]}", found[1]) if found is not None else None
 
     def verdicts(self) -> Mapping[str, Verdict]:
         """The safety verdict of every GPU (``"gpu0"`` ...) and of the host (``"host"``),

@@ -53,6 +53,12 @@ def can_move_to_cpu(row: ModelRow) -> bool:
     return row.state == "ready" and row.device in ("gpu", "partial")
 
 
+def can_test_prompt(row: ModelRow) -> bool:
+    """A ready model whose server answers chat completions (the window asks the engine
+    for its address; ``test_prompt`` is the window's own command, not the engine's)."""
+    return row.state == "ready" and row.backend in ("llama-server", "llama-cpp")
+
+
 class ModelPanel(QWidget):
     action_requested = Signal(str, object)  # (engine command, args tuple)
 
@@ -88,6 +94,10 @@ class ModelPanel(QWidget):
         self.move_action = self._action("Move to CPU", "Ctrl+M", self.move_to_cpu)
         self.restart_action = self._action("Restart", "Ctrl+R", self.restart)
         self.pin_action = self._action("Pin", "Ctrl+P", self.toggle_pin)
+        self.test_prompt_action = self._action("Test prompt…", "Ctrl+T",
+                                               lambda: self._ask("test_prompt"))
+        self.test_prompt_action.setToolTip(
+            "Send the selected ready model a prompt and watch its answer stream (Ctrl+T)")
         self.fit_columns = True  # False once the user's own widths are restored
         self.more_actions: list[QAction] = []  # the window's own (edit, remove) for the menu
         self.policy_menu = self._policy_menu()
@@ -268,6 +278,8 @@ class ModelPanel(QWidget):
         menu.addSeparator()
         menu.addMenu(self.policy_menu)
         menu.addMenu(self.priority_menu)
+        menu.addSeparator()
+        menu.addAction(self.test_prompt_action)
         if self.more_actions:
             menu.addSeparator()
             menu.addActions(self.more_actions)
@@ -298,6 +310,7 @@ class ModelPanel(QWidget):
                                       else "Unload the selected model (Ctrl+U)")
         self.move_action.setEnabled(row is not None and can_move_to_cpu(row))
         self.restart_action.setEnabled(state in CAN_RESTART)
+        self.test_prompt_action.setEnabled(row is not None and can_test_prompt(row))
         self.pin_action.setEnabled(row is not None)
         for menu in (self.policy_menu, self.priority_menu):
             menu.setEnabled(row is not None)
