@@ -61,7 +61,7 @@ from gpuwarden.engine.telemetry.scenario import Scenario, StepCursor, check_cras
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
 from gpuwarden.engine.telemetry.simulated_ram import HostWithSimulatedRam, SimulatedRam
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot, measured_vram_mib
-from gpuwarden.engine.views import ModelRow, model_row
+from gpuwarden.engine.views import TEXT_BACKENDS, ModelRow, model_row
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,6 @@ class ServicePaths:
 
 
 # The backends that serve /v1/chat/completions (a command's program may serve anything).
-TEXT_BACKENDS = frozenset({"llama-server", "llama-cpp"})
-
-
 def _configured_llama_server() -> Path | None:
     value = os.environ.get("GPUWARDEN_LLAMA_SERVER")
     return Path(value) if value else None

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gpuwarden.engine.views import ModelRow
+from gpuwarden.engine.views import TEXT_BACKENDS, ModelRow
 from gpuwarden.widgets.confirm import confirm
 from gpuwarden.widgets.model_table import (
     NAME,
@@ -56,7 +56,7 @@ def can_move_to_cpu(row: ModelRow) -> bool:
 def can_test_prompt(row: ModelRow) -> bool:
     """A ready model whose server answers chat completions (the window asks the engine
     for its address; ``test_prompt`` is the window's own command, not the engine's)."""
-    return row.state == "ready" and row.backend in ("llama-server", "llama-cpp")
+    return row.state == "ready" and row.backend in TEXT_BACKENDS
 
 
 class ModelPanel(QWidget):
