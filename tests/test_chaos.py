@@ -99,7 +99,9 @@ class Gpuwarden:
 def answers(proc: psutil.Process) -> bool:
     """Its /health says ready (a server stopped while it loads would otherwise look
     settled, and then wait out the 120 s start-up time-out)."""
-    cmdline = proc.cmdline()
+    cmdline = proc.cmdline()  # empty once it has ended
+    if "--port" not in cmdline[:-1]:
+        return False
     port = cmdline[cmdline.index("--port") + 1]
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5) as reply:
