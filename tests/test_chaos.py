@@ -6,6 +6,7 @@ leaves no server at all; and within each run the journal's seq has no gap."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -106,7 +107,7 @@ def answers(proc: psutil.Process) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5) as reply:
             return bool(reply.status == 200)
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):  # killed mid-answer
         return False
 
 
