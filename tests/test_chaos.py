@@ -47,10 +47,13 @@ def config_text(tmp: Path) -> str:
 
 
 def servers(tmp: Path) -> dict[str, list[psutil.Process]]:
-    """The llama-servers of each model, found by their model file on the command line."""
+    """The llama-servers of each model, found by their model file on the command line
+    (not llama-fit-params, which the pre-flight runs on the same file)."""
     found: dict[str, list[psutil.Process]] = {name: [] for name in MODELS}
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
+        if not cmdline or Path(cmdline[0]).name != "llama-server":
+            continue
         for name in MODELS:
             if str(tmp / f"{name}.gguf") in cmdline:
                 found[name].append(proc)
