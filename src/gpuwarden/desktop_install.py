@@ -200,7 +200,7 @@ def uninstall(places: Places) -> tuple[list[Path], list[Path]]:
     for entry in (places.menu_entry, places.autostart_entry):
         if not entry.is_file():
             continue
-        if _is_ours(entry):
+        if is_ours(entry):
             entry.unlink()
             removed.append(entry)
         else:
@@ -212,7 +212,8 @@ def uninstall(places: Places) -> tuple[list[Path], list[Path]]:
     return removed, kept
 
 
-def _is_ours(entry: Path) -> bool:
+def is_ours(entry: Path) -> bool:
+    """Whether ``entry`` was written by ``gpuwarden install-desktop`` (carries its mark)."""
     try:
         return MARK in entry.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):

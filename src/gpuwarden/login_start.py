@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gpuwarden.desktop_install import MARK, InstallError, Places, find_gui, install_autostart
+from gpuwarden.desktop_install import InstallError, Places, find_gui, install_autostart, is_ours
 
 
 def supported() -> bool:
@@ -31,10 +31,6 @@ def turn_off(places: Places | None = None) -> None:
     entry = (places or Places.from_env()).autostart_entry
     if not entry.is_file():
         return
-    try:
-        ours = MARK in entry.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        ours = False
-    if not ours:
+    if not is_ours(entry):
         raise InstallError(f"{entry} was not written by gpuwarden: remove it by hand")
     entry.unlink()

@@ -263,15 +263,11 @@ class LlamaServerBackend:
                          daemon=True).start()
 
     def _record(self, change: Callable[[ServerRegistry], None]) -> None:
-        """Update the registry; a failure (disk full) must not stop supervision."""
+        """Update the registry (it reports a failed save itself, once per outage)."""
         if self._registry is None:
             return
         with self._registry_lock:
-            try:
-                change(self._registry)
-            except OSError:
-                log.warning("cannot update %s; servers left running may not be adopted",
-                            self._registry.path, exc_info=True)
+            change(self._registry)
 
     def _log_path(self, name: str) -> Path:
         """``<name>-<hash>.log``: readable, and one file per model even when two names
