@@ -140,10 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quit_option(headless, top=False)
     _add_telemetry_options(headless, top=False)
     setup = sub.add_parser("setup", help="install a component gpuwarden can run: "
-                                         "`setup llama-server` builds llama.cpp's server")
-    setup.add_argument("component", choices=("llama-server",))
+                                         "`setup llama-server` builds llama.cpp's server, "
+                                         "`setup llama-cpp-python` builds and installs "
+                                         "llama-cpp-python")
+    setup.add_argument("component", choices=("llama-server", "llama-cpp-python"))
     setup.add_argument("options", nargs=argparse.REMAINDER,
-                       help="--cuda, --version V, --jobs N, --force")
+                       help="--version V, --jobs N, --force (llama-server: --cuda)")
     doctor = sub.add_parser("doctor", help="what this machine can do, the limits in force, "
                                            "and what is wrong: a report for bug reports")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -221,6 +223,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     try:
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "setup" and args.component == "llama-cpp-python":
+            from gpuwarden.llama_cpp_build import main as setup_llama_cpp_python
+
+            return setup_llama_cpp_python(args.options)
         if args.command == "setup":
             from gpuwarden.llama_build import main as setup_llama_server
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from gpuwarden.engine.supervisor.locate import (
@@ -50,10 +51,13 @@ def _say(message: str) -> None:
     print(f"gpuwarden setup: {message}", file=sys.stderr, flush=True)
 
 
-def _run(cmd: list[str], cwd: Path | None = None) -> None:
+def _run(cmd: list[str], cwd: Path | None = None,
+         env: Mapping[str, str] | None = None) -> None:
+    """Run ``cmd`` (``env``: added to the environment), its output on stderr."""
     _say("$ " + " ".join(cmd))
     # Progress goes to stderr: stdout carries only the binary's path (make test reads it).
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=sys.stderr)
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=sys.stderr,
+                   env={**os.environ, **env} if env else None)
 
 
 def download_sources(version: str, into: Path) -> Path:
