@@ -1,4 +1,5 @@
-"""A stand-in for llama-server (and for `python -m llama_cpp.server`) that imitates the
+"""A stand-in for llama-server (and for `python -m gpuwarden.workers.llama_cpp_serve`,
+llama-cpp-python's server with llama-server's /health and /metrics) that imitates the
 exotic exits the real binary cannot be made to show on a CPU-only machine.
 
 It reads its behaviour from the "model" file, a JSON object:

@@ -202,10 +202,9 @@ class TestLlamaServerStandin(BackendContract):
 
 
 class TestLlamaCppPythonStandin(TestLlamaServerStandin):
-    """The llama-cpp-python server kind, its `python -m llama_cpp.server` argv handed to
-    the stand-in."""
+    """The llama-cpp-python server kind, its `python -m gpuwarden.workers.llama_cpp_serve`
+    argv handed to the stand-in."""
 
-    no_activity = "the llama-cpp-python server has no request counters (metrics_path None)"
     backend_cls = LlamaCppPythonBackend
     kind = "llama-cpp"
 

@@ -90,7 +90,8 @@ def test_a_server_that_never_gets_ready_is_a_startup_timeout(tmp_path, standin, 
     assert rig.backend.running() == []
 
 
-def test_the_llama_cpp_python_server_kind_is_ready_via_v1_models(tmp_path, standin, rigs):
+def test_the_llama_cpp_python_server_kind_runs_the_worker_ready_via_health(tmp_path, standin,
+                                                                          rigs):
     rig = SupervisionRig(standin, tmp_path / "logs",
                          model("py", spec_file(tmp_path), backend="llama-cpp"),
                          backend_cls=LlamaCppPythonBackend)
@@ -98,7 +99,7 @@ def test_the_llama_cpp_python_server_kind_is_ready_via_v1_models(tmp_path, stand
     rig.manager.load("py")
     rig.waiter.wait_for("model.ready", "py")
     cmdline = psutil.Process(rig.backend.pid("py")).cmdline()
-    assert cmdline[cmdline.index("-m") + 1] == "llama_cpp.server"
+    assert cmdline[cmdline.index("-m") + 1] == "gpuwarden.workers.llama_cpp_serve"
     assert "--n_gpu_layers" in cmdline and "--api_key" in cmdline
     psutil.Process(rig.backend.pid("py")).kill()
     crashed = rig.waiter.wait_for("model.crashed", "py").to_dict()

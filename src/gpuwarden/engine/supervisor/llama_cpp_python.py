@@ -1,7 +1,7 @@
-"""The second server kind: llama-cpp-python's OpenAI-compatible server
-(`python -m llama_cpp.server`), for machines that have llama-cpp-python but no
-llama-server binary. Same supervision; it has no /health, so readiness and hang checks
-ask /v1/models, and it has no request counters."""
+"""The second server kind: llama-cpp-python's OpenAI-compatible server, for machines that
+have llama-cpp-python but no llama-server binary. It runs as
+`python -m gpuwarden.workers.llama_cpp_serve` (llama_cpp.server's app with llama-server's
+/health and /metrics added), so it is supervised exactly like llama-server."""
 
 from __future__ import annotations
 
@@ -12,26 +12,38 @@ from pathlib import Path
 from gpuwarden.engine.lifecycle.backend import Launch
 from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
 
+WORKER = "gpuwarden.workers.llama_cpp_serve"
+# llama-cpp-python and what its [server] extra brings, as top-level modules (looked up,
+# never imported: the engine does not load llama.cpp into its own process).
+NEEDED = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
+          "pydantic_settings")
+
 
 class LlamaCppPythonBackend(LlamaServerBackend):
     kind = "llama-cpp"
     program = "the Python for llama-cpp-python"
-    health_path = "/v1/models"
-    metrics_path = None
+    health_path = "/health"
+    metrics_path = "/metrics"
 
     def find_binary(self) -> Path:
         if self._binary is not None:  # a python that has llama_cpp (tests: a stand-in)
             return self._binary
-        if importlib.util.find_spec("llama_cpp") is None:
+        missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
+        if missing:
             raise FileNotFoundError(
-                "llama-cpp-python is not installed: `pip install 'gpuwarden[llama]'`, or use "
-                "backend = 'llama-server'")
+                f"llama-cpp-python with its server extra is not installed (no "
+                f"{', '.join(missing)}): run `gpuwarden setup llama-cpp-python`, or "
+                "`pip install 'llama-cpp-python[server]'`; or use backend = 'llama-server'")
         return Path(sys.executable)
 
     def argv(self, binary: Path, launch: Launch, port: int, api_key: str) -> list[str]:
         cfg = launch.config
-        return [str(binary), "-m", "llama_cpp.server", "--model", str(cfg.path),
+        return [str(binary), "-m", WORKER, "--model", str(cfg.path),
                 "--host", "127.0.0.1", "--port", str(port), "--api_key", api_key,
                 "--n_gpu_layers", "-1" if launch.device == "gpu" else str(launch.gpu_layers),
                 "--n_ctx", str(cfg.context_size),
                 *(("--n_threads", str(cfg.threads)) if cfg.threads else ()), *cfg.args]
+
+    def environment(self, launch: Launch) -> dict[str, str]:
+        # uvicorn's access log goes to stdout: unbuffered, so a crash's log tail has it.
+        return {**super().environment(launch), "PYTHONUNBUFFERED": "1"}
