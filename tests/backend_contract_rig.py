@@ -26,6 +26,7 @@ class Calls:
     ready: list[tuple[int, Footprint]] = field(default_factory=list)
     exits: list[DeathReport] = field(default_factory=list)
     activity: list[tuple[int, bool, bool]] = field(default_factory=list)
+    moved: bool = False  # its process became another start (a move in place)
 
     @property
     def settled(self) -> bool:
@@ -49,7 +50,16 @@ class ContractRig:
         self.starts: list[Calls] = []
 
     def start(self, config: ModelConfig, instance: int) -> Calls:
-        calls = Calls(config.name, instance)
+        return self._begin(self.backend.start, Launch(config, "cpu", 0, instance))
+
+    def move(self, old: Calls, launch: Launch) -> Calls:
+        """Move ``old``'s running process in place (a MovesInPlace backend); it becomes a
+        start of its own, ``launch.instance``."""
+        old.moved = True
+        return self._begin(self.backend.move, launch)  # type: ignore[attr-defined]
+
+    def _begin(self, begin: Callable[..., None], launch: Launch) -> Calls:
+        calls = Calls(launch.config.name, launch.instance)
         with self.cond:
             self.starts.append(calls)
 
@@ -58,11 +68,9 @@ class ContractRig:
                 into.append(item)
                 self.cond.notify_all()
 
-        self.backend.start(Launch(config, "cpu", 0, instance),
-                           on_ready=lambda i, fp: record(calls.ready, (i, fp)),
-                           on_exit=lambda report: record(calls.exits, report),
-                           on_activity=lambda i, used, busy: record(calls.activity,
-                                                                    (i, used, busy)))
+        begin(launch, on_ready=lambda i, fp: record(calls.ready, (i, fp)),
+              on_exit=lambda report: record(calls.exits, report),
+              on_activity=lambda i, used, busy: record(calls.activity, (i, used, busy)))
         return calls
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
@@ -91,7 +99,7 @@ class ContractRig:
         """Stop every start that has not exited and wait for the exits; returns what is
         wrong (still running, foreign callbacks)."""
         with self.cond:
-            live = [c for c in self.starts if not c.exits]
+            live = [c for c in self.starts if not c.exits and not c.moved]
         for calls in live:
             self.backend.stop(calls.model, calls.instance)
         problems = []

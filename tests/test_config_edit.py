@@ -122,7 +122,7 @@ def test_a_duplicate_name_is_refused(cfg: Path) -> None:
     ({"placement": "fast"}, "placement"),
     ({"eviction": "sometimes"}, "eviction"),
     ({"colour": "blue"}, "colour"),
-    ({"backend": "torch"}, "backend"),
+    ({"backend": "vllm"}, "backend"),
 ])
 def test_an_invalid_value_is_refused_and_nothing_is_written(
     cfg: Path, fields: dict[str, object], field: str

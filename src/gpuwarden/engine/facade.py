@@ -56,6 +56,7 @@ from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
 from gpuwarden.engine.supervisor.locate import find_fit_params
 from gpuwarden.engine.supervisor.registry import ServerRegistry, default_registry_path
 from gpuwarden.engine.supervisor.takeover import load_again, take_over
+from gpuwarden.engine.supervisor.torch_worker import TorchBackend
 from gpuwarden.engine.telemetry.sampler import Sampler
 from gpuwarden.engine.telemetry.scenario import Scenario, StepCursor, check_crash_steps
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
@@ -125,7 +126,8 @@ class Engine:
         self._processes: dict[str, LlamaServerBackend] = {
             "llama-server": self._llama_server,
             "llama-cpp": LlamaCppPythonBackend(logs, notify=self._bus.publish),
-            "command": CommandBackend(logs, notify=self._bus.publish)}
+            "command": CommandBackend(logs, notify=self._bus.publish),
+            "torch": TorchBackend(logs, notify=self._bus.publish)}
         backends: dict[str, Backend] = {"simulated": self._simulated_backend,
                                         **self._processes}
         self._hints = HintStore(paths.hints, self._clock) if paths.hints is not None else None

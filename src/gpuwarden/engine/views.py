@@ -10,7 +10,7 @@ from typing import Any, Literal
 from gpuwarden.engine.lifecycle.state import ModelState, idle_for, priority_of
 
 # The backends whose servers answer chat completions (a test prompt, an API client).
-TEXT_BACKENDS = frozenset({"llama-server", "llama-cpp"})
+TEXT_BACKENDS = frozenset({"llama-server", "llama-cpp", "torch"})
 
 RowState = Literal["unloaded", "waiting", "loading", "ready", "stopping", "crashed",
                    "restarting", "gave_up"]

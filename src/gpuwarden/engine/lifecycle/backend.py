@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gpuwarden.engine.lifecycle.config import ModelConfig
 from gpuwarden.engine.lifecycle.crash import DeathReport
@@ -31,6 +31,7 @@ class Launch:
 class Footprint:
     vram_mib: float
     ram_mib: float
+    on_gpu: bool | None = None  # None: on the GPU when it holds VRAM (the simulation)
 
 
 ReadyCallback = Callable[[int, Footprint], None]  # (instance, what it holds)
@@ -64,4 +65,22 @@ class Backend(Protocol):
 
     def pids(self, model: str) -> tuple[int, ...]:
         """The processes that run ``model`` now (for measured VRAM); () when none."""
+        ...
+
+
+@runtime_checkable
+class MovesInPlace(Protocol):
+    """A backend whose running process can move its model between GPU and CPU without a
+    restart (the torch worker). The lifecycle asks :meth:`can_move` first and otherwise
+    stops and starts the model as for any backend."""
+
+    def can_move(self, model: str, device: str, gpu_uuid: str | None) -> bool:
+        """Whether ``model``'s running process can go to ``device`` ("gpu", "partial",
+        "cpu") on the GPU ``gpu_uuid`` in place now."""
+        ...
+
+    def move(self, launch: Launch, on_ready: ReadyCallback, on_exit: ExitCallback,
+             on_activity: ActivityCallback | None = None) -> None:
+        """Move the running process to ``launch``'s device; it becomes ``launch.instance``.
+        Exactly one of on_ready (moved) / on_exit (it died trying) follows."""
         ...

@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias, get_args
 
 from gpuwarden.engine import paths
+from gpuwarden.engine.lifecycle.config_kinds import (
+    TORCH_DTYPES,
+    WHOLE_BACKENDS,
+    expand,
+    kind_problems,
+    torch_path_problem,
+)
 from gpuwarden.engine.safety import limits as safety_limits
 from gpuwarden.engine.safety.limits import SAFETY_ORDER, SafetyConfig
 from gpuwarden.engine.tomlcheck import (
@@ -41,11 +48,11 @@ from gpuwarden.engine.tomlcheck import text as string
 PlacementMode = Literal["gpu", "cpu", "auto"]
 Placement: TypeAlias = PlacementMode | int  # int >= 0: number of GPU layers (partial offload)
 EvictionPolicy = Literal["idle", "pressure", "never"]
-BackendKind = Literal["llama-server", "llama-cpp", "simulated", "command"]  # those that exist
+BackendKind = Literal["llama-server", "llama-cpp", "simulated", "command", "torch"]
 PLACEMENT_MODES: tuple[str, ...] = get_args(PlacementMode)
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 # Backends named in the design but not built: refused with a message that says so.
-UNBUILT_BACKENDS: tuple[str, ...] = ("torch",)
+UNBUILT_BACKENDS: tuple[str, ...] = ()
 EVICTION_POLICIES: tuple[str, ...] = get_args(EvictionPolicy)
 CONFIG_FILE = "config.toml"
 
@@ -78,6 +85,7 @@ class ModelConfig:
     env: tuple[tuple[str, str], ...] = ()
     cwd: Path | None = None
     ready_after_s: float = 1.0
+    dtype: str = "bfloat16"  # backend = "torch" only: asked for; the worker makes it safe
     # The keys its entry writes, with the line of each (None: not found): what was set in
     # the file rather than left to its default. Not a setting: a reload compares without it.
     key_lines: tuple[tuple[str, int | None], ...] = field(default=(), compare=False,
@@ -181,9 +189,8 @@ MODEL_FIELDS: Mapping[str, FieldSpec] = {
     "env": string_table(),
     "cwd": string(),
     "ready_after_s": number(0, 3600),
+    "dtype": choice(TORCH_DTYPES),
 }
-COMMAND_KEYS: tuple[str, ...] = ("command", "health_url", "env", "cwd", "ready_after_s")
-_HEALTH_URL = re.compile(r"http://(?:127\.0\.0\.1|localhost):(\d{1,5})(/\S*)?")
 _LEVELS = ("vram", "ram", "cpu")
 PRESSURE_FIELDS: Mapping[str, FieldSpec] = {
     **{f"{kind}_{edge}_pct": number(0, 100) for kind in _LEVELS for edge in ("enter", "clear")},
@@ -322,14 +329,6 @@ def _show_default(value: Any) -> str:
     return "none" if value is None else fmt_num(value)
 
 
-def _expand(value: str) -> Path:
-    """``~`` expanded where it can be (``~nosuchuser`` stays as written)."""
-    try:
-        return Path(value).expanduser()
-    except RuntimeError:
-        return Path(value)
-
-
 class _Parser:
     def __init__(self, doc: TomlDoc, base_dir: Path) -> None:
         self.doc, self.base_dir = doc, base_dir
@@ -354,7 +353,7 @@ class _Parser:
         binary = top_settings["llama_server"]
         config = Config(models, pressure, RestartConfig(**restart),
                         top_settings["sample_interval_s"], self.doc.source,
-                        None if binary is None else self.base_dir / _expand(binary),
+                        None if binary is None else self.base_dir / expand(binary),
                         safety=safety)
         return config, sorted(self.problems, key=lambda p: p.line or 0)
 
@@ -439,7 +438,7 @@ class _Parser:
             good["path"] = self.model_path(table, str(good["path"]), problems)
         if raw.get("backend") == "command":  # its own message for a bad command line
             problems = [p for p in problems if p.field != "command" or "command" not in raw]
-        problems += self.command_problems(table, good)
+        problems += self.kind_problems(table, good)
         if problems:
             self.report(sorted(problems, key=lambda p: p.line or 0), entry)
             return None
@@ -447,6 +446,8 @@ class _Parser:
         if values["backend"] == "command":
             values.setdefault("placement", "gpu")  # a program runs where it is put
             values.setdefault("eviction", "pressure")  # it reports no use: idle means nothing
+        if values["backend"] in WHOLE_BACKENDS:
+            values["layers"] = 1
         if values.get("gpu") == "auto":
             values |= {"gpu": 0, "gpu_auto": True}
         key_lines = tuple((key, self.doc.key_line(line, key)) for key in good)
@@ -458,36 +459,11 @@ class _Parser:
             return ("name", "backend", "command")
         return ("name", "backend", "path") if _needs_file(raw) else ("name", "backend")
 
-    def command_problems(self, table: Table, good: dict[str, object]) -> list[TomlProblem]:
-        """What only ``backend = "command"`` accepts, checked (``good``'s ``cwd`` resolved
+    def kind_problems(self, table: Table, good: dict[str, object]) -> list[TomlProblem]:
+        """What only one backend kind accepts, checked (``good``'s ``cwd`` resolved
         against the config's folder)."""
-        raw = table.values
-        if raw.get("backend") != "command":
-            return [self.fail_key(table, key, f"{key!r} is only for backend = \"command\"")
-                    for key in COMMAND_KEYS if key in raw]
-        problems: list[TomlProblem] = []
-        command = raw.get("command")
-        if "command" in raw and ("command" not in good or command == []):
-            problems.append(self.fail_key(table, "command", (
-                "'command' must be a non-empty array of strings, one per argument (no shell), "
-                f'e.g. ["python", "main.py", "--port", "8188"], got {show(command)}')))
-        url = good.get("health_url")
-        if isinstance(url, str) and not _health_url_ok(url):
-            problems.append(self.fail_key(table, "health_url", (
-                "'health_url' must be http://127.0.0.1:PORT/path (or localhost), "
-                f"got {show(url)}")))
-        placement = good.get("placement", "gpu")
-        if placement not in ("gpu", "cpu"):
-            problems.append(self.fail_key(table, "placement", (
-                "backend \"command\" runs a program whole, on the GPU or off it: 'placement' "
-                f'must be "gpu" or "cpu" (no layers, no "auto"), got {show(placement)}')))
-        if "cwd" in good:
-            cwd = _expand(str(good["cwd"]))
-            cwd = good["cwd"] = cwd if cwd.is_absolute() else self.base_dir / cwd
-            if not cwd.is_dir():
-                problems.append(self.fail_key(table, "cwd", (
-                    f"'cwd' is not a folder: {printable(str(cwd))}")))
-        return problems
+        return [self.fail_key(table, key, message)
+                for key, message in kind_problems(table.values, good, self.base_dir)]
 
     def fail_key(self, table: Table, key: str, message: str) -> TomlProblem:
         return self.doc.fail(self.doc.key_line(table.line, key), key, message)
@@ -512,10 +488,11 @@ class _Parser:
     def model_path(self, table: Table, value: str, problems: list[TomlProblem]) -> Path:
         """``value`` resolved against the config's folder; a problem when the backend
         needs the file and it is not there."""
-        path = _expand(value)
+        path = expand(value)
         path = path if path.is_absolute() else self.base_dir / path
         if _needs_file(table.values):
-            problem = _file_problem(path)
+            problem = torch_path_problem(path) if table.values.get("backend") == "torch" \
+                else _file_problem(path)
             if problem is not None:
                 line = self.doc.key_line(table.line, "path")
                 problems.append(self.doc.fail(line, "path", problem))
@@ -526,11 +503,6 @@ def _needs_file(raw: Mapping[str, object]) -> bool:
     """Whether the entry's backend runs a model file (not one that is unknown or unbuilt)."""
     backend = raw.get("backend")
     return backend in BACKEND_KINDS and backend not in ("simulated", "command")
-
-
-def _health_url_ok(url: str) -> bool:
-    found = _HEALTH_URL.fullmatch(url)
-    return found is not None and 0 < int(found[1]) < 65536
 
 
 def _file_problem(path: Path) -> str | None:

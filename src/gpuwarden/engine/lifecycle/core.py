@@ -12,13 +12,14 @@ from dataclasses import replace
 from gpuwarden.engine.events import (
     LoadReason,
     ModelLoading,
+    ModelOffloaded,
     ModelRefused,
     OffloadReason,
     SwapEvicted,
     SwapRestored,
 )
 from gpuwarden.engine.lifecycle.actions import Action, Load, Offload, Return, Stopping, Unload
-from gpuwarden.engine.lifecycle.backend import Launch
+from gpuwarden.engine.lifecycle.backend import Launch, MovesInPlace
 from gpuwarden.engine.lifecycle.core_state import (
     FLAP_WINDOW_S,
     RETURN_WAIT_CAP_S,
@@ -81,8 +82,7 @@ class ManagerCore(BackendReports, Guarding):
         elif isinstance(action, Return) and s.device == "cpu" and s.home is not None:
             self._put(replace(s, home=None, return_after=None,
                               returned_at=self._clock.time()))
-            self._stop(s.name, Stopping("relocate", then=Load(s.name, action.placement,
-                                                              "restore")))
+            self._relocate(self._states[s.name], Load(s.name, action.placement, "restore"))
 
     def _offload(self, s: ModelState, reason: OffloadReason) -> None:
         if not s.on_gpu:
@@ -97,8 +97,32 @@ class ManagerCore(BackendReports, Guarding):
         else:  # the user (or make-room) moved it: it stays on the CPU until told otherwise
             s = replace(s, home=None, return_after=None)
         self._put(s)
-        self._stop(s.name, Stopping("relocate", then=Load(s.name, "cpu", "offload"),
-                                    offload=reason))
+        self._relocate(s, Load(s.name, "cpu", "offload"), reason)
+
+    def _relocate(self, s: ModelState, then: Load, offload: OffloadReason | None = None) -> None:
+        """Move a running model: in place when its backend can (no restart, the process
+        and its clients' connections stay), else stop it and start it again there."""
+        if self._can_move_in_place(s, then):
+            if offload is not None:
+                self._bus.publish(ModelOffloaded(model=s.name, reason=offload,
+                                                 freed_vram_mib=s.held_vram_mib))
+            self._start(then, moving=True)
+        else:
+            self._stop(s.name, Stopping("relocate", then=then, offload=offload))
+
+    def _can_move_in_place(self, s: ModelState, then: Load) -> bool:
+        backend = self._backends.get(s.config.backend)
+        if not isinstance(backend, MovesInPlace) or s.device not in ("gpu", "partial", "cpu") \
+                or s.name in self._next_config:
+            return False
+        device, _ = resolve(then.placement, s.config, self._has_gpu(s.config.gpu))
+        if blocking(self.safety.verdicts(), s.config.gpu, uses_gpu(device)) is not None:
+            return False  # held until it cools: the ordinary way (stopped, then held)
+        return backend.can_move(s.name, device, self._gpu_uuid(s, device))
+
+    def _gpu_uuid(self, s: ModelState, device: str) -> str | None:
+        sample = self._snapshot.gpu(s.config.gpu) if self._snapshot is not None else None
+        return sample.uuid if sample is not None and sample.uuid and uses_gpu(device) else None
 
     def _load(self, load: Load) -> None:
         if load.reason == "restore":
@@ -114,9 +138,10 @@ class ManagerCore(BackendReports, Guarding):
             return
         self._start(load)
 
-    def _start(self, load: Load) -> None:
+    def _start(self, load: Load, *, moving: bool = False) -> None:
+        """Launch ``load`` (``moving``: the running process moves there in place)."""
         s = self._states[load.model]
-        if s.live:  # one live process per model, by construction
+        if s.live and not moving:  # one live process per model, by construction
             log.debug("not starting %s: already %s", s.name, s.device)
             return
         if s.name in self._next_config:
@@ -139,11 +164,9 @@ class ManagerCore(BackendReports, Guarding):
             return
         self._held.pop(s.name, None)
         self._next_instance += 1
-        sample = self._snapshot.gpu(s.config.gpu) if self._snapshot is not None else None
         launch = Launch(s.config, device, layers, self._next_instance,
                         throttle=throttle(verdicts, s.config.gpu, uses_gpu(device)),
-                        gpu_uuid=sample.uuid if sample is not None and sample.uuid and
-                        uses_gpu(device) else None)
+                        gpu_uuid=self._gpu_uuid(s, device))
         self._put(
             replace(
                 s,
@@ -160,9 +183,8 @@ class ManagerCore(BackendReports, Guarding):
         )
         self._announce_loading(s.name, device, layers, load.reason,
                                None if device == "cpu" else s.config.gpu)
-        backend.start(
-            launch, self._on_ready_cb(s.name), self._on_exit, self._on_activity_cb(s.name)
-        )
+        begin = backend.move if moving and isinstance(backend, MovesInPlace) else backend.start
+        begin(launch, self._on_ready_cb(s.name), self._on_exit, self._on_activity_cb(s.name))
 
     def _announce_loading(self, name: str, device: str, layers: int,
                           reason: LoadReason, gpu: int | None) -> None:

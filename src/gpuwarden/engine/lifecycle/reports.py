@@ -37,7 +37,8 @@ class BackendReports(CoreState):
         return on_ready
 
     def _ready(self, s: ModelState, fp: Footprint, measured: float | None) -> None:
-        device: Device = "cpu" if fp.vram_mib == 0 else (
+        off_gpu = fp.on_gpu is False or (fp.on_gpu is None and fp.vram_mib == 0)
+        device: Device = "cpu" if off_gpu else (
             "partial" if s.gpu_layers is not None else "gpu")
         if device != "cpu" and not measured:  # not reported (or not matched): not zero
             measured = None

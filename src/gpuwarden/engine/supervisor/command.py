@@ -74,13 +74,16 @@ class CommandBackend(LlamaServerBackend):
             return
         proc = server.proc
         assert proc is not None
-        cfg = server.launch.config
-        vram = (cfg.vram_mib or 0.0) if server.launch.device != "cpu" else 0.0
+        footprint = Footprint(vram_mib=self.ready_vram_mib(server), ram_mib=_rss_mib(proc.pid),
+                              on_gpu=server.launch.device != "cpu")
         server.ready = True
-        server.on_ready(server.launch.instance, Footprint(vram_mib=vram,
-                                                          ram_mib=_rss_mib(proc.pid)))
-        if health_target(cfg.health_url) is not None:
+        server.on_ready(server.launch.instance, footprint)
+        if health_target(server.launch.config.health_url) is not None:
             self._watch_running(server)
+
+    def ready_vram_mib(self, server: _Server) -> float:
+        """What its config says it takes (0 when not said, or on the CPU)."""
+        return (server.launch.config.vram_mib or 0.0) if server.launch.device != "cpu" else 0.0
 
     def _wait_ready(self, server: _Server) -> bool:
         """A 200 from its health URL (llama-server's schedule), or ``ready_after_s`` of

@@ -1,8 +1,10 @@
-"""The few HTTP calls supervision makes to a local server: health, metrics, models."""
+"""The few HTTP calls supervision makes to a local server: health, metrics, models, and
+a worker's admin requests."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import re
 from dataclasses import dataclass
 
@@ -17,10 +19,23 @@ class Reply:
 
 
 def get(port: int, path: str, *, timeout_s: float, api_key: str | None = None) -> Reply:
+    return _ask("GET", port, path, None, timeout_s, api_key)
+
+
+def post(port: int, path: str, body: dict[str, object], *, timeout_s: float,
+         api_key: str | None = None) -> Reply:
+    """A JSON body POSTed (a worker's admin request)."""
+    return _ask("POST", port, path, json.dumps(body).encode(), timeout_s, api_key)
+
+
+def _ask(method: str, port: int, path: str, body: bytes | None, timeout_s: float,
+         api_key: str | None) -> Reply:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     try:
-        conn.request("GET", path, headers=headers)
+        conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         return Reply(resp.status, resp.read(1 << 20).decode("utf-8", errors="replace"))
     except (OSError, http.client.HTTPException) as exc:

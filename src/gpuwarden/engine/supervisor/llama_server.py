@@ -80,6 +80,7 @@ class _Server:
     stop: threading.Event = field(default_factory=threading.Event)
     family: tuple[int, ...] = ()  # the server and its descendants, as last read
     family_read_at: float = -math.inf  # time.monotonic() of that read
+    first_launch: Launch | None = None  # before a move in place (what the process can see)
 
 
 class LlamaServerBackend:
@@ -236,7 +237,7 @@ class LlamaServerBackend:
             try:
                 server.proc = ServerProcess.launch(
                     argv, log_path=self._log_path(name), env=env,
-                    on_exit=lambda ex: self._exited(name, instance, ex),
+                    on_exit=lambda ex: self._exited(server, ex),
                     cwd=self.workdir(server.launch), group=self.own_group)
             except OSError as exc:  # not executable, not a program, no interpreter
                 failed: str | None = cannot_run(Path(argv[0]), exc, self.program)
@@ -357,7 +358,7 @@ class LlamaServerBackend:
             self._servers[name] = server
             server.proc = ServerProcess.adopt(
                 record.pid, log_path=self._log_path(name),
-                on_exit=lambda ex: self._exited(name, launch.instance, ex))
+                on_exit=lambda ex: self._exited(server, ex))
         self._record(lambda r: r.add(dataclasses.replace(record, instance=launch.instance)))
         threading.Thread(target=self._watch, args=(server,), name=f"health-{name}",
                          daemon=True).start()
@@ -369,12 +370,17 @@ class LlamaServerBackend:
             return
         proc = server.proc
         assert proc is not None
-        rss = _rss_mib(proc.pid)
-        vram = estimate_vram_mib(server.launch.config, server.launch.gpu_layers) \
-            if server.launch.gpu_layers else 0.0
+        footprint = Footprint(vram_mib=self.ready_vram_mib(server), ram_mib=_rss_mib(proc.pid),
+                              on_gpu=server.launch.device != "cpu")
         server.ready = True
-        server.on_ready(server.launch.instance, Footprint(vram_mib=vram, ram_mib=rss))
+        server.on_ready(server.launch.instance, footprint)
         self._watch_running(server)
+
+    def ready_vram_mib(self, server: _Server) -> float:
+        """What a server that just became ready holds on the GPU (0: on the CPU), until
+        NVML measures it: the estimate for its layers."""
+        launch = server.launch
+        return estimate_vram_mib(launch.config, launch.gpu_layers) if launch.gpu_layers else 0.0
 
     def _wait_ready(self, server: _Server) -> bool:
         """Poll until ready: every 25 ms for the first half second (small models load in
@@ -432,9 +438,13 @@ class LlamaServerBackend:
             server.on_activity(server.launch.instance, used, busy)
         return busy
 
-    def _exited(self, name: str, instance: int, ex: Exit) -> None:
-        server = self._server(name, instance)
-        if server is None or server.proc is None:
+    def _exited(self, server: _Server, ex: Exit) -> None:
+        """Its process ended: reported as the instance it is now (a move in place makes it
+        a new one), unless another process of the model has taken its place."""
+        name, instance = server.launch.config.name, server.launch.instance
+        with self._lock:
+            current = self._servers.get(name) is server
+        if not current or server.proc is None:
             return
         output = server.proc.new_output()
         tail = logfile.last_lines(output)
