@@ -7,8 +7,11 @@ its backend and a model it can load, and says which parts of the contract cannot
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -38,6 +41,7 @@ class BackendContract:
     # Why a part of the contract cannot be checked on this backend; None: it is checked.
     no_activity: str | None = None
     no_model_file: str | None = None
+    no_process: str | None = None  # nothing to kill or stop
 
     def make(self, tmp_path: Path) -> tuple[ContractRig, ModelConfig]:
         raise NotImplementedError
@@ -133,6 +137,36 @@ class BackendContract:
         finally:
             conn.close()
 
+    def test_kill_9_is_one_crash_of_that_instance(self, rig):
+        """How soon it is seen (milliseconds) is measured by bench/runtimes.py."""
+        if self.no_process:
+            pytest.skip(self.no_process)
+        calls = self.start_ready(rig)
+        os.kill(rig.backend.pids(NAME)[0], signal.SIGKILL)
+        assert rig.wait(lambda: bool(calls.exits), 10), "no on_exit after kill -9"
+        rig.quiet()
+        assert len(calls.exits) == 1, calls.exits
+        report = calls.exits[0]
+        assert (report.instance, report.expected, report.signal) == \
+            (INSTANCE, False, signal.SIGKILL)
+        assert classify(report) in ("crash", "oom_killed"), report
+        assert rig.backend.pids(NAME) == ()
+
+    def test_a_hang_is_detected_and_the_process_ended(self, rig):
+        """SIGSTOP: alive but answering nothing; FAST settings call it hung in ~3 s."""
+        if self.no_process:
+            pytest.skip(self.no_process)
+        calls = self.start_ready(rig)
+        pid = rig.backend.pids(NAME)[0]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert rig.wait(lambda: bool(calls.exits), 30), "a stopped process was not found hung"
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # killed as hung: gone
+                os.kill(pid, signal.SIGCONT)
+        assert classify(calls.exits[0]) == "hang", calls.exits[0]
+        assert rig.backend.pids(NAME) == ()
+
     def test_a_missing_model_file_is_one_failed_exit(self, rig, tmp_path):
         if self.no_model_file:
             pytest.skip(self.no_model_file)
@@ -161,6 +195,7 @@ def _spec(tmp_path: Path) -> Path:
 class TestSimulated(BackendContract):
     no_activity = "the simulated backend serves no requests: it never calls on_activity"
     no_model_file = "the simulated backend loads no file (ModelConfig.path may be None)"
+    no_process = "the simulated backend runs no process"
 
     def make(self, tmp_path):
         clock = FakeClock()
