@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from gpuwarden.engine.lifecycle.config import Config, ConfigProblem, parse_config
+from torch_factory import tiny_transformers
+
+__all__ = ["tiny_transformers"]  # the fixture, used by name
 
 
 def parse(content: str, base_dir: Path) -> tuple[Config, list[ConfigProblem]]:
@@ -72,3 +75,25 @@ def test_layers_dtypes_and_other_kinds_keys_are_refused(tmp_path: Path) -> None:
                         'dtype = "float16"\n', tmp_path)
     assert [(p.line, p.message) for p in problems] == [
         (5, "'dtype' is only for backend = \"torch\"")]
+
+
+def test_a_torch_folder_is_priced_from_its_safetensors_headers(tmp_path: Path,
+                                                               tiny_transformers: Path) -> None:
+    """Float tensors counted in the dtype they load as: half of float32 for bfloat16."""
+    from gpuwarden.engine.clock import FakeClock
+    from gpuwarden.engine.lifecycle.config import ModelConfig
+    from gpuwarden.engine.lifecycle.planning import TORCH_OVERHEAD, Planner
+    from gpuwarden.engine.safety.overhead import OverheadBook
+    from gpuwarden.engine.safety.torch_size import weights_mib
+
+    stored = (tiny_transformers / "model.safetensors").stat().st_size / 2**20
+    as_f32 = weights_mib(tiny_transformers, "float32")
+    as_bf16 = weights_mib(tiny_transformers, "bfloat16")
+    assert as_f32 is not None and as_bf16 is not None
+    assert as_f32 == pytest.approx(stored, rel=0.02)  # saved as float32: its size
+    assert as_bf16 == pytest.approx(as_f32 / 2)
+    planner = Planner(OverheadBook(tmp_path / "overhead.json", FakeClock()))
+    cfg = ModelConfig("t", "torch", path=tiny_transformers, layers=1, dtype="bfloat16")
+    assert planner.plan(cfg).gpu_mib(1) == pytest.approx(as_bf16 * TORCH_OVERHEAD, rel=0.05)
+    broken = folder(tmp_path)  # b"weights": no header to read
+    assert weights_mib(broken, "float16") is None

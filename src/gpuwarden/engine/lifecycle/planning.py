@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gpuwarden.engine.lifecycle.config import ModelConfig, Placement
 from gpuwarden.engine.lifecycle.estimate import DEFAULT_VRAM_MIB, estimate_vram_mib, resolve
-from gpuwarden.engine.safety import fit_params
+from gpuwarden.engine.safety import fit_params, torch_size
 from gpuwarden.engine.safety.gguf_plan import (
     ModelRefused,
     cache_type_bytes,
@@ -26,10 +26,22 @@ from gpuwarden.engine.safety.memory import MemoryPlan
 from gpuwarden.engine.safety.overhead import OverheadBook
 from gpuwarden.engine.safety.preflight import plan_from_config_vram
 
+TORCH_OVERHEAD = 1.2
+
 log = logging.getLogger(__name__)
 
 FitTool = Callable[[], Path | None]
 _GGUF_BACKENDS = frozenset({"llama-server", "llama-cpp"})
+
+
+def _guessed_vram_mib(cfg: ModelConfig) -> float:
+    """Without ``vram_mib``: a torch model's weights in its dtype plus a fifth for
+    activations and the allocator's slack; anything else DEFAULT_VRAM_MIB."""
+    if cfg.backend == "torch" and cfg.path is not None:
+        weights = torch_size.weights_mib(cfg.path, cfg.dtype)
+        if weights is not None:
+            return weights * TORCH_OVERHEAD
+    return DEFAULT_VRAM_MIB
 
 
 class Planner:
@@ -44,7 +56,7 @@ class Planner:
     def plan(self, cfg: ModelConfig) -> MemoryPlan:
         """The model's memory plan; raises ModelRefused for a file that is no usable GGUF."""
         if cfg.vram_mib is not None or cfg.backend not in _GGUF_BACKENDS or cfg.path is None:
-            vram = cfg.vram_mib if cfg.vram_mib is not None else DEFAULT_VRAM_MIB
+            vram = cfg.vram_mib if cfg.vram_mib is not None else _guessed_vram_mib(cfg)
             return plan_from_config_vram(vram, cfg.layers, cfg.context_size)
         key = _key(cfg, cfg.path)
         with self._lock:
