@@ -13,6 +13,9 @@ from gguf_factory import write_tiny_llama
 from gpuwarden.engine.lifecycle.config import Config, ModelConfig
 from gpuwarden.widgets.test_prompt import DEFAULT_PROMPT, TestPromptDialog, split_events
 from lifecycle_helpers import model
+from torch_factory import tiny_transformers
+
+__all__ = ["tiny_transformers"]  # the fixture, used by name
 
 pytestmark = pytest.mark.qt
 
@@ -115,3 +118,24 @@ def test_events_split_across_reads_are_put_back_together():
     assert payloads == ['{"a": 1}'] and rest == b'data: {"b"'
     payloads, rest = split_events(rest + b': 2}\n\ndata: [DONE]\n\n')
     assert payloads == ['{"b": 2}', "[DONE]"] and rest == b""
+
+
+def test_a_torch_model_answers_the_test_prompt_from_its_worker(qtbot, window_with,
+                                                                tiny_transformers):
+    """The same dialog against gpuwarden's torch worker (a tiny random Transformers
+    model on the CPU): streamed text, its speed, the worker's 401 in one line."""
+    torch_model = ModelConfig(name="tiny", backend="torch", path=tiny_transformers,
+                              placement="cpu", layers=1, threads=1)
+    _, window = ready_window(qtbot, window_with,
+                                  Config(models=(torch_model, model("sim", load_time_s=0.1))))
+    dialog = open_dialog(qtbot, window)
+    dialog.prompt.setPlainText("Say hi.")
+    with qtbot.waitSignal(dialog.answered, timeout=60_000):
+        dialog.send_button.click()
+    assert dialog.answer.toPlainText()
+    assert "tokens/s" in dialog.status.text(), dialog.status.text()
+    other = TestPromptDialog("tiny", dialog.url.removesuffix("/v1/chat/completions"), "nope")
+    qtbot.addWidget(other)
+    with qtbot.waitSignal(other.failed, timeout=10_000) as failed:
+        other.send()
+    assert failed.args[0] == "tiny refused the prompt (HTTP 401: invalid API key)"
