@@ -76,7 +76,11 @@ class BackendContract:
         calls = self.start_ready(rig)
         rig.quiet()
         assert len(calls.ready) == 1 and calls.exits == []
-        assert calls.ready[0][0] == INSTANCE
+        instance, footprint = calls.ready[0]
+        assert instance == INSTANCE
+        # on the CPU: no VRAM and not on the GPU; a process holds memory of its own
+        assert footprint.vram_mib == 0 and footprint.on_gpu is not True
+        assert self.no_process or footprint.ram_mib > 0, footprint
 
     def test_stop_gives_one_expected_exit(self, rig):
         calls = self.start_ready(rig)
