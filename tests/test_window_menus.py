@@ -92,6 +92,11 @@ vram_mib = 2000
 [[models]]
 name = "spare"
 backend = "simulated"
+
+[[models]]
+name = "comfy"
+backend = "command"
+command = ["comfyui"]
 """
 
 
@@ -108,7 +113,7 @@ def test_add_edit_and_remove_go_through_the_config_file(qtbot, open_window, tmp_
     opts = TelemetryOptions(simulate=SimulateSpec(count=1), interval_s=0.25)
     bridge, window = open_window(lambda: Engine(config, build_sampler(opts),
                                                 ServicePaths(None, None), config_path=path))
-    qtbot.waitUntil(lambda: len(bridge.rows) == 2, timeout=10_000)
+    qtbot.waitUntil(lambda: len(bridge.rows) == 3, timeout=10_000)
     window.menus.add_model.trigger()
     assert isinstance(window.config_actions.dialog, ModelEditor)
     assert window.config_actions.dialog.windowTitle() == "Add a model"
@@ -118,12 +123,18 @@ def test_add_edit_and_remove_go_through_the_config_file(qtbot, open_window, tmp_
     window.menus.edit_model.trigger()
     assert window.config_actions.dialog.windowTitle() == "Edit chat"
     window.config_actions.dialog.reject()
+    window.config_actions.dialog = None
+    window.model_panel.select("comfy")  # a command: the dialog would rewrite it as GGUF
+    window.menus.edit_model.trigger()
+    assert window.config_actions.dialog is None
+    assert window.command_label.text().startswith("comfy is a command model: the dialog "
+                                                  "edits GGUF models only; edit its entry")
 
     window.model_panel.select("spare")
     monkeypatch.setattr(QMessageBox, "question", lambda *_: QMessageBox.StandardButton.Yes)
     window.menus.remove_model.trigger()
     assert "Removed spare" in window.command_label.text()
-    qtbot.waitUntil(lambda: [r.name for r in bridge.rows] == ["chat"], timeout=10_000)
+    qtbot.waitUntil(lambda: [r.name for r in bridge.rows] == ["chat", "comfy"], timeout=10_000)
     assert "# my models (this comment must survive)" in path.read_text()
     assert "# the one I use" in path.read_text()
 

@@ -16,7 +16,7 @@ from gpuwarden.engine.lifecycle.config import ModelConfig, load_config
 from gpuwarden.engine.supervisor.locate import find_fit_tool
 from gpuwarden.widgets.app_prefs import LEAVE_RUNNING, leave_running
 from gpuwarden.widgets.confirm import confirm
-from gpuwarden.widgets.model_editor import ModelEditor
+from gpuwarden.widgets.model_editor import EDITABLE_BACKENDS, ModelEditor
 from gpuwarden.widgets.settings_dialog import SettingsDialog
 from gpuwarden.widgets.theme import Theme
 
@@ -47,6 +47,10 @@ class ConfigActions(QObject):
 
     def edit_model(self, name: str) -> None:
         found = self._entry(name, "edit")
+        if found is not None and found.backend not in EDITABLE_BACKENDS:
+            self._answer(f"{name} is a {found.backend} model: the dialog edits GGUF models "
+                         f"only; edit its entry in {self.path} (File > Open config)", True)
+            return
         if found is not None and self.path is not None:
             self._show(ModelEditor.edit(self._theme, self.path, lambda: self._bridge.latest,
                                         found, self._parent, find_fit_tool))

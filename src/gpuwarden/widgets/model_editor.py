@@ -34,6 +34,11 @@ from gpuwarden.widgets.theme import Theme
 SnapshotGetter = Callable[[], Snapshot | None]
 
 
+# What the dialog adds and edits: GGUF models (simulated ones only where the config has
+# them already); torch and command entries are edited in the file.
+EDITABLE_BACKENDS: tuple[str, ...] = ("llama-server", "llama-cpp", "simulated")
+
+
 class ModelEditor(QDialog):
     """Add (``model`` None) or edit ``model`` in the config file at ``config_path``.
     ``fit_tool``: where llama.cpp's fit tool is, to price the model as llama.cpp does (as
@@ -53,7 +58,7 @@ class ModelEditor(QDialog):
         self._suggested = ""
         config, _ = load_config(config_path)
         self.taken = {m.name for m in config.models} - ({model.name} if model else set())
-        backends: tuple[str, ...] = ("llama-server", "llama-cpp")
+        backends = EDITABLE_BACKENDS[:2]
         if any(m.backend == "simulated" for m in config.models) or (
                 model is not None and model.backend == "simulated"):
             backends += ("simulated",)
