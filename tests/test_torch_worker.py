@@ -97,6 +97,20 @@ class TestTorch(BackendContract):
         status, body = ask(rig, "POST", "/v1/completions", {"prompt": "x", "max_tokens": 0})
         assert status == 400 and b"'max_tokens' must be an integer" in body
         assert ask(rig, "GET", "/v1/nothing")[0] == 404
+        status, body = ask(rig, "POST", "/v1/completions", {"prompt": "x", "max_tokens": 32768})
+        assert status == 400
+        assert "exceed the model's context of 4096 tokens" in json.loads(body)["error"]["message"]
+        port, key = rig.backend.endpoint(NAME)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:  # a body it will not read: said before it is sent
+            conn.putrequest("POST", "/v1/completions")
+            conn.putheader("Authorization", f"Bearer {key}")
+            conn.putheader("Content-Length", str(64 << 20))
+            conn.endheaders()
+            assert conn.getresponse().status == 413
+        finally:
+            conn.close()
+        assert ask(rig, "POST", "/v1/completions", {"prompt": "x", "max_tokens": 1})[0] == 200
 
     def test_a_move_in_place_keeps_the_process_and_becomes_the_new_instance(self, rig):
         first = self.start_ready(rig)

@@ -93,7 +93,12 @@ class TorchModel:
         return ids.to(self.device)
 
     def generate(self, ids: Any, max_tokens: int, temperature: float) -> Generation:
-        """The text to come, piece by piece (iterate it while holding ``lock``)."""
+        """The text to come, piece by piece (iterate it while holding ``lock``); a prompt
+        and max_tokens beyond the model's context is a ValueError saying so."""
+        context = getattr(getattr(self.module, "config", None), "max_position_embeddings", None)
+        if isinstance(context, int) and ids.shape[1] + max_tokens > context:
+            raise ValueError(f"the prompt ({ids.shape[1]} tokens) and max_tokens ({max_tokens})"
+                             f" exceed the model's context of {context} tokens")
         return Generation(self, ids, max_tokens, temperature)
 
     def vram_reserved_mib(self) -> float:

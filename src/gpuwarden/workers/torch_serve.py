@@ -36,6 +36,7 @@ from gpuwarden.workers.torch_model import LoadError, TorchModel, load
 log = logging.getLogger("gpuwarden.torch_worker")
 EXIT_LOAD_FAILED = 2
 EXIT_GPU_OOM = 3
+MAX_BODY_BYTES = 16 << 20
 _QUIET = ("/health", "/metrics")  # asked every second by the engine: not logged
 
 
@@ -58,6 +59,7 @@ def out_of_memory(exc: BaseException) -> None:
 class Handler(BaseHTTPRequestHandler):
     server: WorkerServer
     protocol_version = "HTTP/1.1"
+    _replied = False
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.path not in _QUIET:
@@ -74,29 +76,48 @@ class Handler(BaseHTTPRequestHandler):
             routes.get(self.path, self._not_found)()
 
     def do_POST(self) -> None:
+        self._replied = False
         if not self._authorised():
             return
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._json(413, openai_api.error_body(
+                f"the request body must be at most {MAX_BODY_BYTES >> 20} MiB"))
+            return
+        body = self.rfile.read(int(length))
         model = self.server.model
         if model is None:
             self._json(503, openai_api.error_body("loading model", "unavailable_error"))
             return
         try:
-            if self.path in ("/v1/completions", "/v1/chat/completions"):
-                chat = self.path == "/v1/chat/completions"
-                with self.server.counter.request():
-                    self._text(model, openai_api.parse_text_request(body, chat=chat))
-            elif self.path == "/v1/run":
-                with self.server.counter.request():
-                    self._run(model, body)
-            elif self.path == "/gpuwarden/device":
-                self._move(model, body)
-            else:
-                self._not_found()
+            self._answer(model, body)
         except openai_api.BadRequest as exc:
             self._json(400, openai_api.error_body(str(exc)))
         except torch.cuda.OutOfMemoryError as exc:
             out_of_memory(exc)
+        except Exception as exc:  # a model's failure: the client's 500, logged with its trace
+            log.exception("%s failed", self.path)
+            if not self._replied:
+                self._json(500, openai_api.error_body(f"the model failed: {exc}",
+                                                      "server_error"))
+
+    def _answer(self, model: TorchModel, body: bytes) -> None:
+        if self.path in ("/v1/completions", "/v1/chat/completions"):
+            chat = self.path == "/v1/chat/completions"
+            with self.server.counter.request():
+                self._text(model, openai_api.parse_text_request(body, chat=chat))
+        elif self.path == "/v1/run":
+            with self.server.counter.request():
+                self._run(model, body)
+        elif self.path == "/gpuwarden/device":
+            self._move(model, body)
+        else:
+            self._not_found()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._replied = True  # a failure after this cannot be a reply of its own
+        super().send_response(code, message)
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -129,7 +150,10 @@ class Handler(BaseHTTPRequestHandler):
         reply = openai_api.Reply(request, self.server.alias)
         with model.lock:
             ids = model.prompt_ids(request.prompt, request.messages)
-            generation = model.generate(ids, request.max_tokens, request.temperature)
+            try:
+                generation = model.generate(ids, request.max_tokens, request.temperature)
+            except ValueError as exc:
+                raise openai_api.BadRequest(str(exc)) from None
             if request.stream:
                 self._stream(reply, generation)
             else:
