@@ -43,6 +43,7 @@ def test_idle_unloads_only_idle_policy_models_past_their_timeout():
         loaded("pressure-only", last_access=NOW - 7000, eviction="pressure"),
         loaded("pinned", last_access=NOW - 7000, eviction="never"),
         loaded("serving", last_access=NOW - 7000, in_use=1),
+        loaded("streaming", last_access=NOW - 7000, serving=True),  # its server says so
         loaded("gone", device="unloaded", last_access=NOW - 7000),
     )
     assert idle_actions(states, NOW) == [Unload("old", "idle")]

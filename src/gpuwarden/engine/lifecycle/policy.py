@@ -29,11 +29,12 @@ Estimate = Callable[[ModelConfig, Placement], float]
 
 
 def idle_actions(states: States, now: float) -> list[Action]:
-    """Unload `idle`-policy models that have not been used for their idle timeout."""
+    """Unload `idle`-policy models that have not been used for their idle timeout; never
+    one answering a request (through gpuwarden, or any client its server counts)."""
     return [
         Unload(s.name, "idle")
         for s in states.values()
-        if s.loaded and s.eviction == "idle" and s.in_use == 0
+        if s.loaded and s.eviction == "idle" and s.in_use == 0 and not s.serving
         and idle_for(s, now) >= s.config.idle_timeout_s
     ]
 
