@@ -28,6 +28,7 @@ from gpuwarden.engine.supervisor.launch import free_port
 from gpuwarden.engine.supervisor.llama_cpp_python import LlamaCppPythonBackend
 from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend
 from gpuwarden.engine.telemetry.simulated import SimulatedProbe
+from llama_cpp_rig import complete, llama_cpp, require_llama_cpp
 from standin_server import STANDIN, write_executable
 from supervision_rig import FAST
 
@@ -225,6 +226,23 @@ class TestLlamaServer(BackendContract):
                              context_size=256, placement="cpu",
                              args=("--threads", "1", "--parallel", "1"))
         return ContractRig(backend), config
+
+
+class TestLlamaCppPython(BackendContract):
+    """The real llama-cpp-python server, run as gpuwarden's worker
+    (gpuwarden.workers.llama_cpp_serve), and a tiny real GGUF, on the CPU."""
+
+    @pytest.fixture(autouse=True)
+    def _installed(self) -> None:
+        require_llama_cpp()
+
+    def make(self, tmp_path):
+        backend = LlamaCppPythonBackend(tmp_path / "logs", settings=FAST)
+        return ContractRig(backend), llama_cpp(NAME, write_tiny_llama(tmp_path / "t.gguf"))
+
+    def request(self, rig: ContractRig) -> None:
+        port, key = rig.backend.endpoint(NAME)
+        assert complete(port, key)["choices"]
 
 
 class TestLlamaServerStandin(BackendContract):
