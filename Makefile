@@ -34,10 +34,12 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# llama-server is built once per machine into the user cache (about 5 minutes on 2 cores);
-# the real-process tests run it.
+# llama-server is built once per machine into the user cache (about 5 minutes on 2 cores),
+# and llama-cpp-python's wheel beside it (about 4 minutes; later runs only install it into
+# the venv, in seconds); the real-process tests run both.
 test: lint
 	$(BIN)/gpuwarden setup llama-server > $(VENV)/.llama-server-path
+	$(BIN)/gpuwarden setup llama-cpp-python
 	GPUWARDEN_LLAMA_SERVER="$$(tail -n 1 $(VENV)/.llama-server-path)" QT_QPA_PLATFORM=offscreen \
 		$(BIN)/python -m pytest
 
