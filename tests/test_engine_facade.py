@@ -20,8 +20,8 @@ GIB = 1024.0
 
 
 def engine_for(*models, tmp_path: Path | None = None, scenario: str | None = None,
-               restart: RestartConfig | None = None, interval_s: float = 1.0
-               ) -> tuple[Engine, FakeClock, list[Event]]:
+               restart: RestartConfig | None = None, interval_s: float = 1.0,
+               start: bool = True) -> tuple[Engine, FakeClock, list[Event]]:
     clock = FakeClock()
     spec = SimulateSpec()
     if scenario is not None:
@@ -34,7 +34,8 @@ def engine_for(*models, tmp_path: Path | None = None, scenario: str | None = Non
                           ServicePaths(None, None), clock=clock)
     events: list[Event] = []
     engine.subscribe(events.append)
-    engine.start(watch_config=False)
+    if start:
+        engine.start(watch_config=False)
     return engine, clock, events
 
 

@@ -10,9 +10,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
+from gpuwarden.api.token import token_path
 from gpuwarden.engine.facade import Engine, default_service_paths
 from gpuwarden.engine.lifecycle.config import Config, default_config_path, load_config
+from gpuwarden.engine.paths import data_dir
 from gpuwarden.engine.runtime import TelemetryOptions
 from gpuwarden.engine.supervisor.instance_lock import (
     AlreadyRunning,
@@ -20,6 +23,9 @@ from gpuwarden.engine.supervisor.instance_lock import (
     default_lock_path,
 )
 from gpuwarden.engine.tomlcheck import printable
+
+if TYPE_CHECKING:
+    from gpuwarden.api.server import ApiServer
 
 EXIT_ALREADY_RUNNING = 3
 EXIT_CANNOT_START = 1
@@ -130,6 +136,21 @@ def run_single_instance(body: Callable[[], int],
         lock.release()
 
 
+def serve_api(engine: Engine) -> ApiServer | None:
+    """The control API beside ``engine``, as its config's ``[api]`` says (None: off)."""
+    settings = engine.config.api
+    if not settings.enabled:
+        return None
+    from gpuwarden.api.server import ApiServer  # FastAPI and uvicorn: only when served
+
+    server = ApiServer(engine, settings, data_dir())
+    url = server.start()
+    if url is not None:
+        print(f"gpuwarden: control API on {url} (its token: {shown(token_path(data_dir()))})",
+              file=sys.stderr)
+    return server
+
+
 def run_engine(config_path: Path | None, interval_s: float | None,
                telemetry: TelemetryOptions, body: Callable[[Engine], int],
                on_already_running: Callable[[], int | None] | None = None, *,
@@ -140,7 +161,14 @@ def run_engine(config_path: Path | None, interval_s: float | None,
     def opened() -> int:
         engine = open_engine(config_path, interval_s, telemetry,
                              refuse_unusable=refuse_unusable)
-        return engine if isinstance(engine, int) else body(engine)
+        if isinstance(engine, int):
+            return engine
+        api = serve_api(engine)
+        try:
+            return body(engine)
+        finally:
+            if api is not None:
+                api.stop()
 
     return run_single_instance(opened, on_already_running)
 

@@ -348,6 +348,8 @@ class Engine:
         message = describe(diff)
         if "sample_interval_s" in diff.settings_changed and diff.unusable is None:
             message += " (the sample interval applies at the next start)"
+        if "api" in diff.settings_changed and diff.unusable is None:
+            message += " (the [api] settings apply at the next start)"
         if diff.unusable is None:
             self._planner.warm(diff.config.models)  # outside the lock: the fit tool may run
             if self._takeover_waits:  # the first usable config since an unusable start:
@@ -442,6 +444,19 @@ class Engine:
         """``listener`` gets every event, in ``seq`` order, never while the engine's lock
         is held (it may be called from a backend's thread)."""
         self._bus.subscribe(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self._bus.unsubscribe(listener)
+
+    def publish(self, event: Event) -> None:
+        """An event of a driver's own (a control API that could not start), to every
+        listener and the journal like the engine's."""
+        self._bus.publish(event)
+
+    @property
+    def ready(self) -> bool:
+        """Started, and running on a config file it could read (the API's readiness)."""
+        return self._running and not self._takeover_waits
 
     # -- inside ------------------------------------------------------------------------
 

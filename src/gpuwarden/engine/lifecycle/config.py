@@ -128,6 +128,19 @@ class RestartConfig:
     startup_timeout_s: float = 120.0
 
 
+DEFAULT_API_PORT = 8737
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """``[api]``: the control API (read once, at start)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # another address must be set on purpose (and is warned of)
+    port: int = DEFAULT_API_PORT  # 0: any free port (written to the data folder's api.json)
+    open_metrics: bool = False  # /metrics, /livez, /readyz without the token (Prometheus)
+
+
 @dataclass(frozen=True)
 class Config:
     models: tuple[ModelConfig, ...] = ()
@@ -137,6 +150,7 @@ class Config:
     source: str = "<defaults>"
     llama_server: Path | None = None  # the llama-server binary; None: PATH, then our build
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    api: ApiConfig = ApiConfig()
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
@@ -244,7 +258,9 @@ SAFETY_DEFAULTS_SHOWN: Mapping[str, str] = {
 }
 TOP_FIELDS: Mapping[str, FieldSpec] = {"sample_interval_s": number(0.25, 10),
                                        "llama_server": string()}
-TOP_KEYS: tuple[str, ...] = (*TOP_FIELDS, "pressure", "restart", "safety", "models")
+TOP_KEYS: tuple[str, ...] = (*TOP_FIELDS, "pressure", "restart", "safety", "api", "models")
+API_FIELDS: Mapping[str, FieldSpec] = {"enabled": boolean(), "host": string(),
+                                       "port": integer(0, 65535), "open_metrics": boolean()}
 
 
 def default_config_path() -> Path:
@@ -349,12 +365,14 @@ class _Parser:
         restart_table = self.section(data, "restart")
         restart = self.restart(restart_table)
         safety = _safety_from(self.safety(self.section(data, "safety")))
+        api = ApiConfig(**self.settings(self.section(data, "api"), API_FIELDS,
+                                        vars(ApiConfig())))
         models = tuple(m for m in self.models(data.get("models", [])) if m is not None)
         binary = top_settings["llama_server"]
         config = Config(models, pressure, RestartConfig(**restart),
                         top_settings["sample_interval_s"], self.doc.source,
                         None if binary is None else self.base_dir / expand(binary),
-                        safety=safety)
+                        safety=safety, api=api)
         return config, sorted(self.problems, key=lambda p: p.line or 0)
 
     def section(self, data: Mapping[str, object], name: str) -> Table:

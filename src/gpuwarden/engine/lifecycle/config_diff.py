@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gpuwarden.engine.lifecycle.config import (
+    API_FIELDS,
     PRESSURE_FIELDS,
     RESTART_FIELDS,
     SAFETY_FIELDS,
@@ -35,7 +36,7 @@ from gpuwarden.engine.lifecycle.config import (
 )
 
 SETTINGS: tuple[str, ...] = ("pressure", "restart", "safety", "sample_interval_s",
-                             "llama_server")
+                             "llama_server", "api")
 _SETTING_NAMES = {"sample_interval_s": "sample interval", "llama_server": "llama-server path"}
 # How tomlcheck.read_text and TomlDoc.load word a file that yields nothing at all.
 _UNNAMED = re.compile(r"models\[\d+\]")  # how config.py labels an entry with no name
@@ -43,6 +44,7 @@ _SETTING_OF: dict[str, str] = {
     **dict.fromkeys((*PRESSURE_FIELDS, "pressure"), "pressure"),
     **dict.fromkeys((*RESTART_FIELDS, "restart"), "restart"),
     **dict.fromkeys((*SAFETY_FIELDS, "safety"), "safety"),
+    **dict.fromkeys((*API_FIELDS, "api"), "api"),
     **{key: key for key in TOP_FIELDS},
 }
 
@@ -93,7 +95,8 @@ def diff_configs(old: Config, new: Config, problems: Sequence[ConfigProblem]) ->
     config = dataclasses.replace(new, models=models)
     for group in _broken_settings(problems):  # a typo must not change how models are run
         config = dataclasses.replace(config, **{group: getattr(old, group)})
-        kept.append(f"[{group}]" if group in ("pressure", "restart", "safety") else group)
+        kept.append(f"[{group}]" if group in ("pressure", "restart", "safety", "api")
+                    else group)
 
     added = tuple(m for m in models if old.model(m.name) is None)
     removed = tuple(m.name for m in old.models if config.model(m.name) is None)

@@ -1,0 +1,113 @@
+"""The control API served beside the engine: uvicorn on a thread of its own, on a socket
+bound here (a taken port is one clear problem, never a dead thread), with ``api.json`` in
+the data folder saying where it listens so `gpuwarden ctl` finds it."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from gpuwarden.api.app import create_app
+from gpuwarden.api.metrics import MetricsBook
+from gpuwarden.api.token import api_token, token_path
+from gpuwarden.engine.atomic import atomic_write_text
+from gpuwarden.engine.events import ConfigProblemFound
+from gpuwarden.engine.facade import Engine
+from gpuwarden.engine.lifecycle.config import ApiConfig
+
+log = logging.getLogger(__name__)
+WHERE_FILE = "api.json"
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a running gpuwarden's API listens (its ``api.json``)."""
+
+    url: str
+    pid: int
+
+
+def read_where(folder: Path) -> Where | None:
+    """The running API's address from ``folder``; None when there is none to read."""
+    try:
+        data = json.loads((folder / WHERE_FILE).read_text(encoding="utf-8"))
+        return Where(str(data["url"]), int(data["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class ApiServer:
+    def __init__(self, engine: Engine, settings: ApiConfig, folder: Path) -> None:
+        self._engine, self._settings, self._folder = engine, settings, folder
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._metrics: MetricsBook | None = None
+        self.url: str | None = None
+
+    def start(self) -> str | None:
+        """Listen; the URL, or None when it cannot (said as a config problem)."""
+        s = self._settings
+        try:
+            token = api_token(self._folder)
+            sock = socket.create_server((s.host, s.port), reuse_port=False)
+        except OSError as exc:
+            self._problem(f"[api]: the control API is not running: cannot listen on "
+                          f"{s.host}:{s.port} or keep its token in "
+                          f"{token_path(self._folder)} ({exc.strerror or exc}); set another "
+                          "[api] port, or enabled = false")
+            return None
+        if not is_loopback(s.host):
+            log.warning("the control API listens on %s, not only on this machine: anyone who "
+                        "can reach it and has the token controls the models", s.host)
+        port = sock.getsockname()[1]
+        self.url = f"http://{s.host}:{port}" if ":" not in s.host else f"http://[{s.host}]:{port}"
+        self._metrics = MetricsBook(self._engine)
+        app = create_app(self._engine, token, open_metrics=s.open_metrics,
+                         metrics=self._metrics)
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="api", daemon=True)
+        self._thread.start()
+        self._write_where()
+        return self.url
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout_s)
+        if self._metrics is not None:
+            self._metrics.close()
+        where = read_where(self._folder)
+        if where is not None and where.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                (self._folder / WHERE_FILE).unlink()
+
+    def _write_where(self) -> None:
+        try:
+            atomic_write_text(self._folder / WHERE_FILE,
+                              json.dumps({"url": self.url, "pid": os.getpid()}) + "\n")
+        except OSError as exc:
+            log.warning("cannot write %s (gpuwarden ctl will not find the API): %s",
+                        self._folder / WHERE_FILE, exc)
+
+    def _problem(self, message: str) -> None:
+        log.warning("%s", message)
+        self._engine.publish(ConfigProblemFound(message=message))
