@@ -45,6 +45,24 @@ def read_where(folder: Path) -> Where | None:
         return None
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket made as asyncio makes its own (protocol IPPROTO_TCP), so the
+    connections it accepts get TCP_NODELAY: without it each answer on a kept-alive
+    connection waited ~40 ms for the client's delayed ACK (Nagle)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -65,7 +83,7 @@ class ApiServer:
         s = self._settings
         try:
             token = api_token(self._folder)
-            sock = socket.create_server((s.host, s.port), reuse_port=False)
+            sock = listen(s.host, s.port)
         except OSError as exc:
             self._problem(f"[api]: the control API is not running: cannot listen on "
                           f"{s.host}:{s.port} or keep its token in "
