@@ -175,6 +175,7 @@ def test_metrics_count_what_the_engine_did(tmp_path):
         text = reply.text
         assert 'gpuwarden_model_state{backend="simulated",model="a",state="ready"} 1.0' in text
         assert 'gpuwarden_model_state{backend="simulated",model="b",state="unloaded"} 1.0' in text
+        assert 'model="a",state="unloaded"' not in text  # one series per model: its state
         assert 'gpuwarden_model_loads_total{reason="user"} 1.0' in text
         assert 'gpuwarden_gpu_memory_total_bytes{gpu="0"' in text
         assert "gpuwarden_model_crashes_total" in text  # declared even when none

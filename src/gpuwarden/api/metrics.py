@@ -101,7 +101,8 @@ class MetricsBook(Collector):
 
     def _models(self) -> Iterator[GaugeMetricFamily]:
         rows = self._engine.models()
-        state = GaugeMetricFamily("gpuwarden_model_state", "1 for the state it is in",
+        state = GaugeMetricFamily("gpuwarden_model_state", "the state it is in (one series "
+                                  "per model, value 1; states: " + ", ".join(STATES) + ")",
                                   labels=["model", "backend", "state"])
         measured = GaugeMetricFamily("gpuwarden_model_vram_bytes",
                                      "VRAM its processes hold, as measured",
@@ -109,9 +110,7 @@ class MetricsBook(Collector):
         estimated = GaugeMetricFamily("gpuwarden_model_vram_estimated_bytes",
                                       "VRAM its load was planned with", labels=["model"])
         for row in rows:
-            for name in STATES:
-                state.add_metric([row.name, row.backend, name], 1.0 if row.state == name
-                                 else 0.0)
+            state.add_metric([row.name, row.backend, row.state], 1.0)
             if row.vram_mib is not None:
                 measured.add_metric([row.name], row.vram_mib * MIB)
             estimated.add_metric([row.name], row.vram_est_mib * MIB)
