@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -19,30 +18,14 @@ import uvicorn
 from gpuwarden.api.app import create_app
 from gpuwarden.api.metrics import MetricsBook
 from gpuwarden.api.token import api_token, token_path
+from gpuwarden.api.where import WHERE_FILE, Where, read_where
 from gpuwarden.engine.atomic import atomic_write_text
 from gpuwarden.engine.events import ConfigProblemFound
 from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.lifecycle.config import ApiConfig
 
 log = logging.getLogger(__name__)
-WHERE_FILE = "api.json"
-
-
-@dataclass(frozen=True)
-class Where:
-    """Where a running gpuwarden's API listens (its ``api.json``)."""
-
-    url: str
-    pid: int
-
-
-def read_where(folder: Path) -> Where | None:
-    """The running API's address from ``folder``; None when there is none to read."""
-    try:
-        data = json.loads((folder / WHERE_FILE).read_text(encoding="utf-8"))
-        return Where(str(data["url"]), int(data["pid"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+__all__ = ["WHERE_FILE", "ApiServer", "Where", "is_loopback", "read_where"]
 
 
 def listen(host: str, port: int) -> socket.socket:
