@@ -218,3 +218,15 @@ def test_the_socket_is_tcp_so_answers_are_not_held_back_by_nagle():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         sock.close()
+
+
+def test_the_api_section_is_read_and_a_bad_value_keeps_its_default():
+    from gpuwarden.engine.lifecycle.config import parse_config
+
+    config, problems = parse_config('[api]\nhost = "0.0.0.0"\nport = 0\nopen_metrics = true\n',
+                                    "c.toml", None)
+    assert problems == [] and config.api == ApiConfig(True, "0.0.0.0", 0, True)
+    config, problems = parse_config('[api]\nport = 70000\nenabled = "yes"\n', "c.toml", None)
+    assert config.api == ApiConfig()
+    assert sorted((p.line, p.field) for p in problems) == [(2, "port"), (3, "enabled")]
+    assert "using the default port = 8737" in str(problems[0]) + str(problems[1])
