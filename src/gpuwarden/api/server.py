@@ -17,6 +17,7 @@ import uvicorn
 
 from gpuwarden.api.app import create_app
 from gpuwarden.api.metrics import MetricsBook
+from gpuwarden.api.stream import OpenStreams, open_streams
 from gpuwarden.api.token import api_token, token_path
 from gpuwarden.api.where import WHERE_FILE, Where, read_where
 from gpuwarden.engine.atomic import atomic_write_text
@@ -59,6 +60,7 @@ class ApiServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._metrics: MetricsBook | None = None
+        self._streams: OpenStreams | None = None
         self.url: str | None = None
 
     def start(self) -> str | None:
@@ -81,6 +83,7 @@ class ApiServer:
         self._metrics = MetricsBook(self._engine)
         app = create_app(self._engine, token, open_metrics=s.open_metrics,
                          metrics=self._metrics)
+        self._streams = open_streams(app)  # before serving: stop ends them
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
@@ -90,12 +93,17 @@ class ApiServer:
         return self.url
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop serving (open event streams end at once); a second call does nothing."""
         if self._server is None or self._thread is None:
             return
+        if self._streams is not None:  # uvicorn would wait for them to finish
+            self._streams.close()
         self._server.should_exit = True
         self._thread.join(timeout_s)
+        self._server = None
         if self._metrics is not None:
             self._metrics.close()
+            self._metrics = None
         where = read_where(self._folder)
         if where is not None and where.pid == os.getpid():
             with contextlib.suppress(OSError):
