@@ -140,15 +140,15 @@ def kill_loop(stamps: Stamps, pid_of: Callable[[], int], interval_s: float, back
     return result
 
 
-def run_headless(tmp: Path, model: Path, interval_s: float, backoff_s: float, kills: int,
-                 rng: random.Random) -> Result:
-    folder = Path(tempfile.mkdtemp(prefix="headless-", dir=tmp))
-    config = write_config(folder, model, backoff_s)
+def start_headless(folder: Path, config: Path, *options: str
+                   ) -> tuple[subprocess.Popen[str], Stamps]:
+    """The real `gpuwarden [OPTIONS] headless --config CONFIG --events -` with its data in
+    ``folder``, and the arrival time of each event line it prints."""
     env = dict(os.environ, XDG_DATA_HOME=str(folder / "data"),
                XDG_CONFIG_HOME=str(folder / "config"), XDG_STATE_HOME=str(folder / "state"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuwarden", "--interval", str(interval_s), "headless",
-         "--config", str(config), "--events", "-"],
+        [sys.executable, "-m", "gpuwarden", *options, "headless", "--config", str(config),
+         "--events", "-"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
     stamps = Stamps()
 
@@ -157,19 +157,29 @@ def run_headless(tmp: Path, model: Path, interval_s: float, backoff_s: float, ki
         for line in proc.stdout:
             stamps.add(json.loads(line).get("type", ""))
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    threading.Thread(target=read, daemon=True).start()
+    return proc, stamps
+
+
+def stop_headless(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_headless(tmp: Path, model: Path, interval_s: float, backoff_s: float, kills: int,
+                 rng: random.Random) -> Result:
+    folder = Path(tempfile.mkdtemp(prefix="headless-", dir=tmp))
+    config = write_config(folder, model, backoff_s)
+    proc, stamps = start_headless(folder, config, "--interval", str(interval_s))
     try:
         return kill_loop(stamps, lambda: server_pid(proc.pid, model), interval_s, backoff_s,
                          kills, time.sleep, rng, "headless")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        reader.join(5)
+        stop_headless(proc)
 
 
 def run_window(tmp: Path, model: Path, interval_s: float, backoff_s: float, kills: int,

@@ -24,10 +24,8 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
-from restart import Stamps  # noqa: E402
+from restart import start_headless, stop_headless  # noqa: E402
 
 from gguf_factory import write_tiny_llama  # noqa: E402
 from standin_server import STANDIN  # noqa: E402
@@ -156,20 +154,7 @@ def idle_cost(proc: psutil.Process, seconds: float) -> tuple[float, float]:
 def run(runtime: str, backoff_s: float, kills: int, idle_s: float, tmp: Path) -> Result:
     folder = Path(tempfile.mkdtemp(prefix=f"{runtime}-", dir=tmp))
     config = write_config(folder, runtime, backoff_s, tmp)
-    env = dict(os.environ, XDG_DATA_HOME=str(folder / "data"),
-               XDG_CONFIG_HOME=str(folder / "config"), XDG_STATE_HOME=str(folder / "state"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuwarden", "--simulate", "1", "headless", "--config",
-         str(config), "--events", "-"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-    stamps = Stamps()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            stamps.add(json.loads(line).get("type", ""))
-
-    threading.Thread(target=read, daemon=True).start()
+    proc, stamps = start_headless(folder, config, "--simulate", "1")
     result = Result(runtime, backoff_s)
     try:
         ready = stamps.next("model.ready", 0.0, timeout=300)
@@ -188,12 +173,7 @@ def run(runtime: str, backoff_s: float, kills: int, idle_s: float, tmp: Path) ->
             result.ready_ms.append(1000 * (back - killed - backoff_s))
         return result
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_headless(proc)
 
 
 def available(runtime: str) -> str | None:
