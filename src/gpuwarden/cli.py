@@ -21,7 +21,7 @@ from gpuwarden.engine.runtime import (
 from gpuwarden.engine.telemetry.sampler import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from gpuwarden.engine.telemetry.scenario import ScenarioError
 
-SUBCOMMANDS = ("status", "headless", "setup", "doctor", "estimate", "install-desktop")
+SUBCOMMANDS = ("status", "headless", "setup", "doctor", "estimate", "install-desktop", "ctl")
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what the shell reports for `ls | head -1`
 
@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                               help="whether a GGUF model fits before it is loaded "
                                    "(gpuwarden estimate MODEL.gguf -h)")
     estimate.add_argument("options", nargs=argparse.REMAINDER)
+    ctl = sub.add_parser("ctl", add_help=False, help="ask a running gpuwarden through its "
+                         "control API: status, models, load/unload/offload/restart NAME, "
+                         "events (gpuwarden ctl -h)")
+    ctl.add_argument("options", nargs=argparse.REMAINDER)
     install = sub.add_parser("install-desktop", help="put gpuwarden in this user's "
                              "application menu (Linux), and with --autostart start it at login",
                              description=desktop_install.DESCRIPTION)
@@ -214,6 +218,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         from gpuwarden.estimate_cmd import main as estimate
 
         return estimate(given[1:])
+    if given[:1] == ["ctl"]:  # its own sub-commands and options, -h included
+        from gpuwarden.ctl import main as ctl
+
+        return ctl(given[1:])
     parser = build_parser()
     args = parser.parse_args(_normalise(given))
     logging.basicConfig(
@@ -240,6 +248,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
                              if simulated is not None else []),
                            *(["--save", str(args.save)] if args.save else []),
                            *(["--config", str(args.config)] if args.config else [])])
+        if args.command == "ctl":
+            from gpuwarden.ctl import main as ctl
+
+            return ctl(args.options)
         if args.command == "estimate":
             from gpuwarden.estimate_cmd import main as estimate
 
