@@ -16,6 +16,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -330,6 +331,12 @@ class Engine:
 
     def notify_access(self, name: str) -> None:
         self._manager.notify_access(name)
+
+    def in_use(self, name: str) -> AbstractContextManager[None]:
+        """While inside, ``name`` serves a request: it is never evicted, offloaded or
+        unloaded as idle; entering counts as use, as :meth:`notify_access` does, and its
+        idle clock starts again on leaving. KeyError for a model that is not configured."""
+        return self._manager.in_use(name)
 
     def request_reload(self) -> None:
         """Re-read the config file at the next step (from any thread)."""
