@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpuwarden import __version__
-from gpuwarden.api import actions, stream
+from gpuwarden.api import actions, router, stream
 from gpuwarden.api.metrics import MetricsBook
 from gpuwarden.engine.facade import Engine
 
@@ -93,6 +93,7 @@ def create_app(engine: Engine, token: str, *, open_metrics: bool = False,
 
     app.include_router(actions.router(engine), dependencies=guarded)
     app.include_router(stream.router(engine), dependencies=guarded)
+    app.include_router(router.router(engine), dependencies=guarded)  # /v1: OpenAI's API
     return app
 
 
@@ -120,6 +121,8 @@ def _body_limit(app: FastAPI) -> None:
     @app.middleware("http")
     async def limit(request: Request,
                     call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.url.path.startswith(f"{router.PREFIX}/"):  # prompts: a limit of its own
+            return await call_next(request)
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             return error(413, f"the request body must be at most {MAX_BODY_BYTES} bytes",
