@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "desktop has no tray)")
     parser.add_argument("--quit-after", type=_positive_seconds, metavar="SECONDS",
                         help=argparse.SUPPRESS)
+    parser.add_argument("--attach", metavar="URL",
+                        help="open the window on a gpuwarden running elsewhere, through its "
+                             "control API (e.g. http://127.0.0.1:8737 through an SSH tunnel)")
+    parser.add_argument("--token-file", type=Path, metavar="FILE",
+                        help="with --attach: a copy of that gpuwarden's api-token file "
+                             "(else GPUWARDEN_TOKEN, else the window asks)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     status = sub.add_parser("status", help="print one snapshot of the GPU(s) and host")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpuwarden import __version__
-from gpuwarden.api import actions, router, stream
+from gpuwarden.api import actions, router, stream, views
 from gpuwarden.api.metrics import MetricsBook
 from gpuwarden.engine.facade import Engine
 
@@ -93,6 +93,7 @@ def create_app(engine: Engine, token: str, *, open_metrics: bool = False,
 
     app.include_router(actions.router(engine), dependencies=guarded)
     app.include_router(stream.router(engine), dependencies=guarded)
+    app.include_router(views.router(engine), dependencies=guarded)
     app.include_router(router.router(engine), dependencies=guarded)  # /v1: OpenAI's API
     return app
 

@@ -24,6 +24,7 @@ from gpuwarden.engine.facade import Engine
 from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.engine.telemetry.snapshot import HistoryFrame, Snapshot
 from gpuwarden.engine.views import ModelRow
+from gpuwarden.remote.engine import RemoteEngine
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ COMMANDS = frozenset({"load", "unload", "offload", "restart", "set_policy", "set
 # The engine views the window may ask for off the UI thread; each answers what the engine
 # method returns.
 QUERIES = frozenset({"load_preview", "preflight", "details", "endpoint"})
+AnyEngine = Engine | RemoteEngine  # here, or elsewhere through its control API
 
 
 def running_engine_threads() -> list[QThread]:
@@ -62,7 +64,7 @@ class _EngineWorker(QObject):
     answer = Signal(int, object)  # (query id, what the view returned)
     _woken = Signal()
 
-    def __init__(self, engine: Engine, window_s: float, leave_running: bool = False) -> None:
+    def __init__(self, engine: AnyEngine, window_s: float, leave_running: bool = False) -> None:
         super().__init__()
         self._engine = engine
         self.leave_running = leave_running  # read when the engine shuts down
@@ -157,7 +159,7 @@ class EngineBridge(QObject):
     _command_requested = Signal(object)
     _query_requested = Signal(object)
 
-    def __init__(self, engine: Engine, window_s: float = 60.0, *,
+    def __init__(self, engine: AnyEngine, window_s: float = 60.0, *,
                  leave_running: bool = False) -> None:
         super().__init__()
         self._thread = QThread()

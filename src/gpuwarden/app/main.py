@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QIcon
@@ -20,6 +21,9 @@ from gpuwarden.engine.runtime import TelemetryOptions, take_snapshot
 from gpuwarden.startup import catch_stop_signals, run_engine
 from gpuwarden.widgets.app_prefs import history_seconds, leave_running, start_minimized
 from gpuwarden.widgets.theme import apply_palette, pick_theme
+
+if TYPE_CHECKING:
+    from gpuwarden.remote.engine import RemoteEngine
 
 ORG = APP = "gpuwarden"  # where QSettings keeps the window's state and the app's preferences
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -50,15 +54,47 @@ def no_display_fallback(options: TelemetryOptions) -> int:
 def run_gui(args: argparse.Namespace, options: TelemetryOptions) -> int:
     if not has_display():
         return no_display_fallback(options)
+    if getattr(args, "attach", None):
+        return run_attached(args)
     if args.history is None:  # the Settings dialog's default, else an hour
         options = replace(options, history_s=history_seconds(QSettings(ORG, APP)))
     return run_engine(args.config, args.interval, options, lambda engine: _run_window(
         engine, args), on_already_running=hand_over_to_running_window)
 
 
-def _run_window(engine: Engine, args: argparse.Namespace) -> int:
+def run_attached(args: argparse.Namespace) -> int:
+    """`gpuwarden --attach URL`: the panel on an engine elsewhere (no engine here, no
+    single-instance lock: a local gpuwarden may run beside it)."""
+    from gpuwarden.remote.engine import RemoteEngine
+    from gpuwarden.remote.token import TokenMissing, attach_token
+
+    _application(args)
+    try:
+        token = attach_token(args.token_file, ask=_ask_token)
+    except TokenMissing as exc:
+        print(f"gpuwarden: error: {exc}", file=sys.stderr)
+        return 2
+    return _run_window(RemoteEngine(args.attach, token), args, attached=True)
+
+
+def _ask_token() -> str | None:
+    from PySide6.QtWidgets import QInputDialog, QLineEdit
+
+    text, ok = QInputDialog.getText(None, "Attach to gpuwarden",
+                                    "The API token (its api-token file on that machine):",
+                                    QLineEdit.EchoMode.Password)
+    return text.strip() if ok and text.strip() else None
+
+
+def _application(args: argparse.Namespace) -> QApplication:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
+    return app
+
+
+def _run_window(engine: Engine | RemoteEngine, args: argparse.Namespace, *,
+                attached: bool = False) -> int:
+    app = _application(args)
     app.setApplicationName(APP)
     app.setOrganizationName(ORG)
     app.setDesktopFileName("gpuwarden")
@@ -69,9 +105,12 @@ def _run_window(engine: Engine, args: argparse.Namespace) -> int:
     prefs = QSettings(ORG, APP)
     bridge.set_leave_running(leave_running(prefs))
     window = MainWindow(bridge, theme, prefs)
+    if attached:
+        window.setWindowTitle(f"gpuwarden — {args.attach}")
     app.setQuitOnLastWindowClosed(False)  # hidden in the tray is not closed; quit() ends it
     window.tray.closing.show_at_start(args.minimized or start_minimized(prefs))
-    beacon = watch_for_second_launch(window)  # a second launch brings this window forward
+    # a second launch brings this window forward (not an attached one: it is no engine)
+    beacon = None if attached else watch_for_second_launch(window)
     # Ctrl+C, a closed terminal (SIGHUP), kill: quit as the menu does, caught before the
     # engine starts a model. Python handles signals only when it runs (the pulse). Every
     # quit closes the window first (hidden or not): its engine and models stop.
@@ -85,6 +124,7 @@ def _run_window(engine: Engine, args: argparse.Namespace) -> int:
     try:
         return app.exec()
     finally:
-        beacon.close()  # while the models stop, a second launch is told gpuwarden runs
+        if beacon is not None:
+            beacon.close()  # while the models stop, a second launch is told gpuwarden runs
         bridge.stop()
         restore_signals()

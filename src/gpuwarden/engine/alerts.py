@@ -33,6 +33,8 @@ from gpuwarden.engine.events import (
     PressureCleared,
     PressureKind,
     PressureRaised,
+    RemoteLost,
+    RemoteRecovered,
     SafetyVerdictChanged,
     StorageError,
     StorageProblem,
@@ -168,6 +170,12 @@ class AlertBoard:
                           event.ts, dismissable=False)
             case GpuRecovered():
                 self._drop(f"gpu-lost:{event.gpu}")
+            case RemoteLost():
+                self._put("remote-lost", "error", None, "Connection lost",
+                          f"{event.describe()}; what is shown is from before", event.ts,
+                          dismissable=False)
+            case RemoteRecovered():
+                self._drop("remote-lost")
             case ModelLoading() | ModelReady():
                 self._on_cpu[event.model] = event.placement == "cpu"
                 self._drop(f"gave-up:{event.model}")

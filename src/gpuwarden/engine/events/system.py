@@ -50,6 +50,30 @@ class GpuRecovered(Event):
         return f"GPU {self.gpu} is answering again"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteLost(Event):
+    """The window is attached to a gpuwarden elsewhere and cannot reach it (what it shows
+    is from before; it keeps trying)."""
+
+    TYPE: ClassVar[str] = "remote.lost"
+    SEVERITY: ClassVar[Severity] = "error"
+    url: str
+    message: str = ""
+
+    def describe(self) -> str:
+        detail = f" ({self.message})" if self.message else ""
+        return f"Lost the connection to {self.url}{detail}; trying again"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteRecovered(Event):
+    TYPE: ClassVar[str] = "remote.recovered"
+    url: str
+
+    def describe(self) -> str:
+        return f"Connected to {self.url} again"
+
+
 _PROBE_WORDS: Mapping[str, str] = {"gpu": "the GPUs", "host": "the host (CPU, RAM, disks)"}
 
 
