@@ -93,10 +93,10 @@ class Relay:
         try:
             body = await _body(request)
             name = _model_name(body)
-            row = self._engine.model(name)
-            if row is None or row.backend not in TEXT_BACKENDS:
-                raise Refusal(404, _unknown(name, row is not None), "invalid_request_error",
-                              "model_not_found")
+            found = self._engine.config.model(name)  # not a row: those cost its pids
+            if found is None or found.backend not in TEXT_BACKENDS:
+                raise Refusal(404, _unknown(name, found is not None),
+                              "invalid_request_error", "model_not_found")
             hold = self._hold(name)
         except Refusal as refusal:
             return refusal.reply()
