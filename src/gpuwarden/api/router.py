@@ -138,8 +138,7 @@ class Relay:
         url = f"{base}{request.url.path}"
         if request.url.query:
             url += f"?{request.url.query}"
-        outgoing = client.build_request("POST", url, content=body,
-                                        headers=headers)
+        outgoing = client.build_request("POST", url, content=body, headers=headers)
         try:
             return await client.send(outgoing, stream=True)
         except httpx.TransportError as exc:
