@@ -237,6 +237,30 @@ def test_a_caller_that_goes_away_mid_answer_lets_the_model_go(idler: RouterRig):
     assert unloaded["reason"] == "idle"  # the router held it no longer
 
 
+def predicted(rig: RouterRig, name: str) -> tuple[float, float]:
+    """(tokens predicted so far, requests being answered) by the model's own server."""
+    base, key = rig.engine.endpoint(name)
+    text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {key}"}).text
+    found = dict(line.split() for line in text.splitlines() if line.startswith("llamacpp:"))
+    return (float(found["llamacpp:tokens_predicted_total"]),
+            float(found["llamacpp:requests_processing"]))
+
+
+def test_a_caller_that_hangs_up_stops_the_models_server_writing_its_answer(
+        tmp_path: Path, llama_server_bin: Path):
+    roomy = write_tiny_llama(tmp_path / "roomy.gguf", context_length=4096)
+    with router_rig(tmp_path, llama_server_bin, llama("roomy", roomy, context_size=4096)
+                    ) as rig:
+        client = httpx.Client(base_url=rig.url, timeout=30,
+                              headers={"Authorization": f"Bearer {rig.token}"})
+        body = {**chat("roomy", stream=True, tokens=3500), "ignore_eos": True}
+        with client.stream("POST", "/v1/chat/completions", json=body) as reply:
+            assert next(reply.iter_lines()).startswith("data: ")
+            client.close()
+        assert wait_until(lambda: predicted(rig, "roomy")[1] == 0, 30)
+        assert predicted(rig, "roomy")[0] < 1000  # of 3500: it stopped when asked
+
+
 def test_a_server_killed_mid_answer_ends_the_stream_and_the_next_request_is_answered(
         idler: RouterRig):
     with idler.client.stream("POST", "/v1/chat/completions",
