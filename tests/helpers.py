@@ -89,3 +89,9 @@ def drive(engine: Engine, clock: FakeClock, seconds: float) -> None:
         if left <= 1e-9:
             return
         clock.advance(min(delay, left))
+
+
+def without_api_line(err: str) -> str:
+    """A gpuwarden's stderr less the one line that says where its control API listens."""
+    return "".join(line for line in err.splitlines(keepends=True)
+                   if not line.startswith("gpuwarden: control API on http://"))

@@ -31,6 +31,7 @@ from gpuwarden.engine.supervisor import logfile
 from gpuwarden.engine.supervisor.launch import log_file_name
 from gpuwarden.engine.supervisor.registry import ServerRegistry
 from gpuwarden.engine.telemetry.scenario import ScenarioError, load_scenario
+from helpers import without_api_line
 from supervision_rig import EventWaiter
 
 DEEP = 450  # what was found: Python's TOML parser recurses once per level
@@ -399,7 +400,7 @@ def test_a_binary_that_cannot_be_run_is_one_line_and_one_event(tmp_path, make, n
                           env=env, capture_output=True, text=True, timeout=60)
     said = f"llama-server at {binary} " + why.format(binary=binary)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.splitlines()
+    lines = without_api_line(proc.stderr).splitlines()
     assert len(lines) == 1 and f"tiny: {said}" in lines[0], lines
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     crashed = [e for e in events if e["type"] == "model.crashed"]

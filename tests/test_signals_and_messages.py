@@ -27,6 +27,7 @@ from gpuwarden.engine.paths import data_dir
 from gpuwarden.engine.runtime import SimulateSpec, TelemetryOptions
 from gpuwarden.engine.supervisor.registry import ServerRegistry, default_registry_path
 from gpuwarden.startup import open_engine
+from helpers import without_api_line
 from supervision_rig import wait_until
 
 DEADLINE_S = 60.0
@@ -114,12 +115,6 @@ def running() -> Iterator[list[Headless]]:
         if run.proc.poll() is None:
             run.proc.kill()
             run.proc.wait(timeout=30)
-
-
-def without_api_line(err: str) -> str:
-    """stderr less the one line that says where the control API listens."""
-    return "".join(line for line in err.splitlines(keepends=True)
-                   if not line.startswith("gpuwarden: control API on http://127.0.0.1:"))
 
 
 def journal_types() -> list[tuple[str, str | None, str | None]]:
