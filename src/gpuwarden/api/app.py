@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpuwarden import __version__
 from gpuwarden.api import actions, router, stream, views
@@ -45,7 +46,7 @@ def create_app(engine: Engine, token: str, *, open_metrics: bool = False,
             authorised(request)
 
     _errors(app)
-    _body_limit(app)
+    app.add_middleware(BodyLimit)
     book = metrics or MetricsBook(engine)
     guarded = [Depends(authorised)]
 
@@ -118,14 +119,20 @@ def _errors(app: FastAPI) -> None:
         return error(422, message, "invalid_request")
 
 
-def _body_limit(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def limit(request: Request,
-                    call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.url.path.startswith(f"{router.PREFIX}/"):  # prompts: a limit of its own
-            return await call_next(request)
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return error(413, f"the request body must be at most {MAX_BODY_BYTES} bytes",
-                         "too_large")
-        return await call_next(request)
+class BodyLimit:
+    """A request body over MAX_BODY_BYTES (by its Content-Length) is a 413 before any of it
+    is read; the router's prompts have a limit of their own. Plain ASGI: Starlette's
+    ``BaseHTTPMiddleware`` cost 0.2-0.4 ms on every request, the router's included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(f"{router.PREFIX}/"):
+            length = Headers(scope=scope).get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                reply = error(413, f"the request body must be at most {MAX_BODY_BYTES} bytes",
+                              "too_large")
+                await reply(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
