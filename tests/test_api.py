@@ -230,3 +230,17 @@ def test_the_api_section_is_read_and_a_bad_value_keeps_its_default():
     assert config.api == ApiConfig()
     assert sorted((p.line, p.field) for p in problems) == [(2, "port"), (3, "enabled")]
     assert "using the default port = 8737" in str(problems[0]) + str(problems[1])
+
+
+def test_listening_beyond_this_machine_is_warned_of(tmp_path, caplog):
+    from test_engine_facade import engine_for
+
+    engine, _, _ = engine_for(model("a"), tmp_path=tmp_path)
+    server = ApiServer(engine, ApiConfig(host="0.0.0.0", port=0), tmp_path / "data")
+    try:
+        with caplog.at_level("WARNING", logger="gpuwarden.api.server"):
+            assert server.start() is not None
+        assert "not only on this machine" in caplog.text
+    finally:
+        server.stop()
+        engine.close()
