@@ -17,7 +17,7 @@ def render_status(snap: Snapshot) -> str:
     if snap.gpu_note:
         lines += [snap.gpu_note, ""]
     if snap.gpus:
-        lines += _table([_GPU_COLUMNS, *(_gpu_row(g) for g in snap.gpus)])
+        lines += table([_GPU_COLUMNS, *(_gpu_row(g) for g in snap.gpus)])
         lines += _processes(snap.gpus)
         lines.append("")
     lines += _host(snap.host)
@@ -61,7 +61,7 @@ def _host(h: HostSample) -> list[str]:
     return lines
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
             for r in rows]

@@ -4,28 +4,15 @@ one line per event with the sentence the event log shows."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from gpuwarden.console import _table as table
-from gpuwarden.console import render_status
-from gpuwarden.engine.events import Event
+from gpuwarden.console import render_status, table
 from gpuwarden.engine.events.base import seconds_text
-from gpuwarden.engine.telemetry.snapshot import (
-    DiskSample,
-    GpuProcess,
-    GpuSample,
-    HostSample,
-    Snapshot,
-    fmt_mib,
-)
+from gpuwarden.engine.telemetry.snapshot import fmt_mib
+from gpuwarden.remote import decode
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-T = TypeVar("T", bound="DataclassInstance")
 MODEL_COLUMNS = ("Model", "Backend", "State", "Device", "VRAM measured / est.", "Idle",
                  "Priority", "Eviction")
 
@@ -33,7 +20,7 @@ MODEL_COLUMNS = ("Model", "Backend", "State", "Device", "VRAM measured / est.", 
 def status_text(status: Mapping[str, Any]) -> str:
     """``GET /api/v1/status`` as a person reads it."""
     snap = status.get("snapshot")
-    lines = [render_status(snapshot_from(snap)) if snap else "no sample yet", ""]
+    lines = [render_status(decode.snapshot(snap)) if snap else "no sample yet", ""]
     for key, verdict in sorted(status.get("verdicts", {}).items()):
         lines.append(f"Safety  {key}: {verdict['kind']}"
                      + (f" — {verdict['reason']}" if verdict.get("reason") else ""))
@@ -87,46 +74,11 @@ def event_line(data: Mapping[str, Any]) -> str:
 def describe(data: Mapping[str, Any]) -> str:
     """The event's own sentence (:meth:`Event.describe`), rebuilt from its JSON; an event
     this gpuwarden does not know (a newer server) as its fields."""
-    kind = _event_classes().get(str(data.get("type")))
     try:
-        return _build(kind, data).describe() if kind is not None else _fields(data)
-    except (TypeError, ValueError, KeyError, AttributeError):  # fields it does not know
+        return decode.event(data).describe()
+    except (ValueError, KeyError, AttributeError):  # a type or fields it does not know
         return _fields(data)
 
 
 def _fields(data: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("ts", "seq", "type"))
-
-
-def snapshot_from(data: Mapping[str, Any]) -> Snapshot:
-    """A snapshot's JSON (``Snapshot.to_dict``) back as a Snapshot, for render_status."""
-    gpus = tuple(_build(GpuSample, g | {
-        "throttle_reasons": _tuple(g.get("throttle_reasons")),
-        "processes": None if g.get("processes") is None
-        else tuple(_build(GpuProcess, p) for p in g["processes"])}) for g in data["gpus"])
-    host = data["host"]
-    host = _build(HostSample, host | {
-        "per_core_pct": _tuple(host.get("per_core_pct")),
-        "disks": tuple(_build(DiskSample, d) for d in host.get("disks", ()))})
-    return _build(Snapshot, {**data, "gpus": gpus, "host": host})
-
-
-def _build(kind: type[T], data: Mapping[str, Any]) -> T:
-    """A dataclass from the JSON fields it has (lists as tuples); others are left out."""
-    names = {f.name for f in dataclasses.fields(kind)}
-    return kind(**{k: tuple(v) if isinstance(v, list) else v
-                   for k, v in data.items() if k in names})
-
-
-def _tuple(value: list[Any] | None) -> tuple[Any, ...] | None:
-    return None if value is None else tuple(value)
-
-
-def _event_classes() -> dict[str, type[Event]]:
-    return {kind.TYPE: kind for kind in _subclasses(Event)}
-
-
-def _subclasses(kind: type[Event]) -> Iterator[type[Event]]:
-    for sub in kind.__subclasses__():
-        yield sub
-        yield from _subclasses(sub)
