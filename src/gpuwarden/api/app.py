@@ -36,14 +36,18 @@ def create_app(engine: Engine, token: str, *, open_metrics: bool = False,
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=None, redoc_url=None)
     expected = f"Bearer {token}".encode()
 
-    def authorised(request: Request) -> None:
+    def check(request: Request) -> None:
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, expected):
             raise HTTPException(401, "unauthorized")
 
-    def probe_guard(request: Request) -> None:
+    # async: FastAPI runs a plain def dependency on a worker thread, a hop per request
+    async def authorised(request: Request) -> None:
+        check(request)
+
+    async def probe_guard(request: Request) -> None:
         if not open_metrics:
-            authorised(request)
+            check(request)
 
     _errors(app)
     app.add_middleware(BodyLimit)
