@@ -80,6 +80,18 @@ def test_commands_answer_as_the_remote_does(attached):
     assert not remote.reload_config().ok and not remote.make_room(0, 1.0).ok
 
 
+def test_details_are_the_remotes_with_its_log_lines_but_no_file_to_open(attached):
+    api, remote, _ = attached
+    api.engine.load("a")
+    drive(api.engine, api.clock, 3.0)
+    mine, theirs = remote.details("a"), api.engine.details("a")
+    assert mine is not None and theirs is not None
+    assert (mine.settings, mine.history, mine.crashes, mine.log_tail) == \
+        (theirs.settings, theirs.history, theirs.crashes, theirs.log_tail)
+    assert mine.log_path is None and not mine.log_exists  # on the other machine
+    assert remote.details("nope") is None
+
+
 def test_a_lost_remote_is_said_once_and_its_return_too(tmp_path, attached):
     api, remote, seen = attached
     port = int(api.url.rsplit(":", 1)[1])

@@ -40,4 +40,15 @@ def router(engine: Engine) -> APIRouter:
             raise HTTPException(409, found.message)
         return dataclasses.asdict(found)
 
+    @api.get("/models/{name}/details", responses={404: {"description": "no such model"}})
+    def details(name: str) -> dict[str, Any]:
+        """What the panel's details show: settings and where each came from, history,
+        crashes, and the end of its log (with the log's path on this machine)."""
+        found = engine.details(name)
+        if found is None:
+            raise HTTPException(404, f"no model named {name!r}")
+        out = dataclasses.asdict(found)
+        out["log_path"] = str(found.log_path) if found.log_path is not None else None
+        return out
+
     return api

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from gpuwarden.engine.details import CrashEntry, HistoryEntry, ModelDetails, Setting
 from gpuwarden.engine.events import Event
 from gpuwarden.engine.lifecycle.policy import LoadPreview
 from gpuwarden.engine.telemetry.snapshot import (
@@ -99,3 +100,15 @@ def event(data: Mapping[str, Any]) -> Event:
     if cls is None:
         raise Undecodable(f"an event of a type this version does not know: {data.get('type')}")
     return _build(cls, data)
+
+
+def details(data: Mapping[str, Any], where: str) -> ModelDetails:
+    """A model's details as the remote at ``where`` has them; its log file is on that
+    machine, so there is none to open here (its last lines are shown all the same)."""
+    path = data.get("log_path")
+    note = f"the log is on {where}'s machine: {path}" if path else str(data.get("log_note", ""))
+    return _build(ModelDetails, data,
+                  settings=tuple(_build(Setting, x) for x in data.get("settings", ())),
+                  history=tuple(_build(HistoryEntry, x) for x in data.get("history", ())),
+                  crashes=tuple(_build(CrashEntry, x) for x in data.get("crashes", ())),
+                  log_path=None, log_exists=False, log_note=note)

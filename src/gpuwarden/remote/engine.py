@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from gpuwarden.engine.details import ModelDetails
 from gpuwarden.engine.events import Event, Listener, RemoteLost, RemoteRecovered
 from gpuwarden.engine.lifecycle.config import Config
 from gpuwarden.engine.lifecycle.core import AdminResult
@@ -125,8 +126,15 @@ class RemoteEngine:
     def unsubscribe(self, listener: Listener) -> None:
         self._listeners.remove(listener)
 
-    def details(self, name: str) -> None:
-        return None  # not served by the API yet: the panel says there is nothing to show
+    def details(self, name: str) -> ModelDetails | None:
+        found = self._ask("GET", f"/api/v1/models/{name}/details")
+        if not isinstance(found, dict):
+            return None
+        try:
+            return decode.details(found, self.url)
+        except decode.Undecodable as exc:
+            log.warning("%s's details were not readable: %s", name, exc)
+            return None
 
     def preflight(self, name: str) -> None:
         return None
