@@ -19,13 +19,12 @@ from pathlib import Path
 from gpuwarden.engine.lifecycle.backend import (
     ActivityCallback,
     ExitCallback,
-    Footprint,
     Launch,
     ReadyCallback,
 )
 from gpuwarden.engine.supervisor import http
 from gpuwarden.engine.supervisor.launch import gpu_environment
-from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, _rss_mib, _Server
+from gpuwarden.engine.supervisor.llama_server import LlamaServerBackend, _Server
 from gpuwarden.engine.supervisor.watch import HangDetector
 
 log = logging.getLogger(__name__)
@@ -69,17 +68,9 @@ class CommandBackend(LlamaServerBackend):
 
     # -- watching -------------------------------------------------------------------------
 
-    def _watch(self, server: _Server) -> None:
-        if not self._wait_ready(server):
-            return
-        proc = server.proc
-        assert proc is not None
-        footprint = Footprint(vram_mib=self.ready_vram_mib(server), ram_mib=_rss_mib(proc.pid),
-                              on_gpu=server.launch.device != "cpu")
-        server.ready = True
-        server.on_ready(server.launch.instance, footprint)
-        if health_target(server.launch.config.health_url) is not None:
-            self._watch_running(server)
+    def keeps_watching(self, server: _Server) -> bool:
+        """Only with a health URL: without one there is nothing to ask."""
+        return health_target(server.launch.config.health_url) is not None
 
     def ready_vram_mib(self, server: _Server) -> float:
         """What its config says it takes (0 when not said, or on the CPU)."""

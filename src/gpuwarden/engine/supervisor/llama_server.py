@@ -374,7 +374,12 @@ class LlamaServerBackend:
                               on_gpu=server.launch.device != "cpu")
         server.ready = True
         server.on_ready(server.launch.instance, footprint)
-        self._watch_running(server)
+        if self.keeps_watching(server):
+            self._watch_running(server)
+
+    def keeps_watching(self, server: _Server) -> bool:
+        """Whether a ready server is watched for hangs and use (it has an API to ask)."""
+        return True
 
     def ready_vram_mib(self, server: _Server) -> float:
         """What a server that just became ready holds on the GPU (0: on the CPU), until
