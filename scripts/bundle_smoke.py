@@ -30,10 +30,11 @@ STEPS: tuple[tuple[str, ...], ...] = (
 )
 TIMEOUT_S = 120.0
 # What a healthy start prints on stderr besides nothing: the note for a first run without
-# a config file, the offscreen platform's notice for every top-level window, and the note
-# that the offscreen platform has no system tray.
+# a config file, where its control API listens, the offscreen platform's notice for every
+# top-level window, and the note that the offscreen platform has no system tray.
 HARMLESS = (
     re.compile(r"^gpuwarden: no config file at .* yet: no models to manage"),
+    re.compile(r"^gpuwarden: control API on http://127\.0\.0\.1:\d+ \(its token: .*\)$"),
     re.compile(r"^This plugin does not support propagateSizeHints\(\)$"),
     re.compile(r"WARNING gpuwarden\.app\.tray: no system tray on this desktop"),
 )
