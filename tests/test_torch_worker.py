@@ -222,3 +222,14 @@ def test_the_worker_is_told_the_device_and_the_dtype_asked_for(tmp_path: Path) -
     assert cpu[cpu.index("--device") + 1] == "cpu"
     assert backend.environment(Launch(replace(config), "cpu", 0, 1)) == \
         {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_a_launch_key_is_never_read_as_an_option():
+    """A key that began with "-" (one urlsafe key in 64) made the worker's argument parser
+    refuse `--api-key -x...`: the model failed to start now and then."""
+    from gpuwarden.engine.supervisor.launch import launch_key
+
+    keys = {launch_key() for _ in range(500)}
+    assert len(keys) == 500
+    assert not any(key.startswith("-") for key in keys)
+    assert all(len(key) >= 32 for key in keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import socket
 from pathlib import Path
 
@@ -16,6 +17,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def launch_key() -> str:
+    """A fresh API key for one launch. Hex: a key that began with "-" (urlsafe base64 has
+    one in 64) was read as an option by the servers' argument parsers, and the launch
+    failed with "--api-key: expected one argument"."""
+    return secrets.token_hex(24)
 
 
 def server_argv(binary: Path, launch: Launch, port: int, api_key: str) -> list[str]:

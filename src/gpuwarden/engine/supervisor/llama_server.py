@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ from gpuwarden.engine.supervisor import http, logfile
 from gpuwarden.engine.supervisor.launch import (
     free_port,
     gpu_environment,
+    launch_key,
     log_file_name,
     server_argv,
 )
@@ -119,7 +119,7 @@ class LlamaServerBackend:
             on_exit(DeathReport(name, launch.instance, kind_hint="launch_failed",
                                 log_tail=(str(exc),), during_startup=True))
             return
-        server = _Server(launch, free_port(), secrets.token_urlsafe(24), on_ready, on_exit,
+        server = _Server(launch, free_port(), launch_key(), on_ready, on_exit,
                          on_activity, binary=binary)
         self._spawn(server)
 
