@@ -175,11 +175,13 @@ def test_a_folder_that_will_not_load_is_a_load_error_not_retried(tmp_path: Path,
     (broken / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
     rig = ContractRig(TorchBackend(tmp_path / "logs", settings=FAST))
     calls = rig.start(ModelConfig(NAME, "torch", path=broken, placement="cpu", layers=1), 1)
-    assert rig.wait(lambda: calls.settled, 60) and calls.ready == []
-    report = calls.exits[0]
-    assert any("failed to load model" in line for line in report.log_tail), report.log_tail
-    assert classify(report) == "load_error" and report.during_startup
-    assert rig.close() == []
+    try:
+        assert rig.wait(lambda: calls.settled, 60) and calls.ready == []
+        report = calls.exits[0]
+        assert any("failed to load model" in line for line in report.log_tail), report.log_tail
+        assert classify(report) == "load_error" and report.during_startup
+    finally:
+        assert rig.close() == []  # a worker that would not end is stopped even on failure
 
 
 def test_a_cuda_out_of_memory_ends_the_worker_as_gpu_oom_and_goes_to_the_cpu(
