@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gpuwarden.engine.supervisor.locate import (
@@ -127,24 +127,36 @@ def _version(text: str) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gpuwarden setup llama-server",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--cuda", action="store_true",
-                        help="build with CUDA (needs the CUDA toolkit, nvcc on PATH)")
+def build_options(parser: argparse.ArgumentParser) -> None:
+    """The options both `gpuwarden setup` builds take: --version, --jobs, --force."""
     parser.add_argument("--version", type=_version, default=LLAMA_CPP_PYTHON_VERSION,
                         help=f"llama-cpp-python version whose sources to build "
                              f"(default {LLAMA_CPP_PYTHON_VERSION})")
     parser.add_argument("--jobs", type=_jobs, help="parallel compile jobs (default: all cores)")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
-    args = parser.parse_args(argv)
+
+
+def run_build(build: Callable[[], Path]) -> int:
+    """Run a build: its result's path on stdout (make test reads it), or the reason it
+    failed in one line on stderr and status 1."""
     try:
-        path = build(args.version, cuda=args.cuda, jobs=args.jobs, force=args.force)
+        path = build()
     except (RuntimeError, subprocess.CalledProcessError, OSError, StopIteration) as exc:
         _say(f"error: {exc}")
         return 1
     print(path)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpuwarden setup llama-server",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--cuda", action="store_true",
+                        help="build with CUDA (needs the CUDA toolkit, nvcc on PATH)")
+    build_options(parser)
+    args = parser.parse_args(argv)
+    return run_build(lambda: build(args.version, cuda=args.cuda, jobs=args.jobs,
+                                   force=args.force))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from gpuwarden.engine import paths
 from gpuwarden.engine.supervisor.locate import LLAMA_CPP_PYTHON_VERSION
-from gpuwarden.llama_build import _jobs, _run, _say, _version
+from gpuwarden.llama_build import _run, _say, build_options, run_build
 
 PACKAGE = "llama-cpp-python"
 FLAVOUR = "cpu"
@@ -94,18 +93,9 @@ def setup(version: str = LLAMA_CPP_PYTHON_VERSION, *, jobs: int | None = None,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpuwarden setup llama-cpp-python",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--version", type=_version, default=LLAMA_CPP_PYTHON_VERSION,
-                        help=f"llama-cpp-python version (default {LLAMA_CPP_PYTHON_VERSION})")
-    parser.add_argument("--jobs", type=_jobs, help="parallel compile jobs (default: all cores)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build_options(parser)
     args = parser.parse_args(argv)
-    try:
-        wheel = setup(args.version, jobs=args.jobs, force=args.force)
-    except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
-        _say(f"error: {exc}")
-        return 1
-    print(wheel)
-    return 0
+    return run_build(lambda: setup(args.version, jobs=args.jobs, force=args.force))
 
 
 if __name__ == "__main__":
