@@ -134,7 +134,7 @@ class TestTorch(BackendContract):
         port, key = rig.backend.endpoint(NAME)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         conn.request("POST", "/v1/completions", json.dumps(
-            {"prompt": "go", "max_tokens": 4000, "temperature": 0, "stream": True}),
+            {"prompt": "go", "max_tokens": 1500, "temperature": 0, "stream": True}),
             {"Authorization": f"Bearer {key}"})
         reply = conn.getresponse()
         try:

@@ -14,7 +14,8 @@ CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{%
 
 
 def write_tiny_transformers(folder: Path, seed: int = 0) -> Path:
-    """A causal LM of a few hundred KB: loads in about a second, generates."""
+    """A causal LM of a few hundred KB: loads in about a second, generates (never the
+    end-of-text token: its answers are always as long as asked)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -27,7 +28,9 @@ def write_tiny_transformers(folder: Path, seed: int = 0) -> Path:
     tokenizer.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>")
     fast.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128,
+    # The model's outputs stop short of "</s>" (the last id): it never ends an answer
+    # early, so every answer is max_tokens long whatever the random weights are.
+    config = LlamaConfig(vocab_size=len(vocab) - 1, hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=4096, bos_token_id=bos, eos_token_id=eos)
     torch.manual_seed(seed)
